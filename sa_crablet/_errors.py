@@ -1,0 +1,86 @@
+"""The one place where driver errors become sa_crablet errors.
+
+PostgreSQL errors are classified by SQLSTATE, SQLite errors by their (extended) result code
+name. Message text is never parsed, except SQLite's "no such table", which has no code of
+its own.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sqlalchemy.exc import DBAPIError
+
+from sa_crablet.exceptions import (
+    AppendOnlyError,
+    ConcurrencyError,
+    CrabletError,
+    OperationTimeoutError,
+    SchemaError,
+)
+from sa_crablet.schema import APPEND_ONLY_SQLSTATE, EVENTS_TABLE
+
+if TYPE_CHECKING:
+    from sa_crablet.query import AppendCondition
+
+_PG_CONFLICTS = {
+    "40001": "serialization failure",
+    "40P01": "deadlock detected",
+}
+_PG_SCHEMA = {"42P01"}  # undefined table
+
+
+def translate(exc: DBAPIError, condition: AppendCondition | None = None) -> CrabletError | None:
+    """Our error for a driver error, or ``None`` when it is not one we classify."""
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate is not None:
+        return _translate_postgresql(str(sqlstate), condition)
+    name = getattr(orig, "sqlite_errorname", None)
+    if name is not None:
+        return _translate_sqlite(str(name), str(orig), condition)
+    return None
+
+
+def _translate_postgresql(sqlstate: str, condition: AppendCondition | None) -> CrabletError | None:
+    if sqlstate in _PG_CONFLICTS:
+        return ConcurrencyError(
+            f"concurrent append conflict ({_PG_CONFLICTS[sqlstate]}); roll back and retry",
+            condition=condition,
+            transaction_usable=False,
+        )
+    if sqlstate == "55P03":
+        return OperationTimeoutError("lock_timeout", "lock_timeout expired waiting for a lock")
+    if sqlstate == "57014":
+        return OperationTimeoutError("statement_timeout", "statement_timeout expired")
+    if sqlstate == APPEND_ONLY_SQLSTATE:
+        return AppendOnlyError("stored events are append-only")
+    if sqlstate in _PG_SCHEMA:
+        return SchemaError(
+            "the sa_crablet schema is missing or out of date: run its migrations "
+            "(sa_crablet.upgrade(engine) or `alembic upgrade head`)"
+        )
+    return None
+
+
+def _translate_sqlite(
+    name: str, message: str, condition: AppendCondition | None
+) -> CrabletError | None:
+    if name == "SQLITE_BUSY_SNAPSHOT":
+        return ConcurrencyError(
+            "another writer committed since this transaction's snapshot; roll back and retry",
+            condition=condition,
+            transaction_usable=False,
+        )
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return OperationTimeoutError("lock_timeout", "timed out waiting for the database lock")
+    if name == "SQLITE_INTERRUPT":
+        return OperationTimeoutError("statement_timeout", "statement_timeout expired")
+    if name == "SQLITE_CONSTRAINT_TRIGGER":
+        return AppendOnlyError("stored events are append-only")
+    if name == "SQLITE_ERROR" and message.startswith("no such table: " + EVENTS_TABLE):
+        return SchemaError(
+            "the sa_crablet schema is missing: run sa_crablet.upgrade(engine) "
+            "or sa_crablet.create_schema(engine)"
+        )
+    return None

@@ -1,0 +1,36 @@
+"""Store configuration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sa_crablet.exceptions import ValidationError
+
+
+@dataclass(frozen=True, slots=True)
+class EventStoreConfig:
+    """How an :class:`~sa_crablet.EventStore` behaves.
+
+    ``max_batch_size``: most events one ``append`` accepts.
+    ``lock_timeout`` / ``statement_timeout``: seconds, applied to each store operation only
+    (PostgreSQL ``SET LOCAL`` for the operation, then the host's values are restored; on
+    SQLite the busy timeout and an interrupt). ``None`` leaves the database's settings alone.
+    ``fetch_size``: rows fetched per round trip when streaming a read.
+    """
+
+    max_batch_size: int = 1000
+    lock_timeout: float | None = None
+    statement_timeout: float | None = None
+    fetch_size: int = 1000
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch_size", "fetch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValidationError(name, value, "must be a positive int")
+        for name in ("lock_timeout", "statement_timeout"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ValidationError(name, value, "must be a positive number of seconds or None")

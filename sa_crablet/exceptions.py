@@ -1,0 +1,90 @@
+"""The library's errors: one base class, leaves that carry data.
+
+Callers catch :class:`CrabletError` or a leaf and read its attributes; they never need to
+parse message text.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sa_crablet.query import AppendCondition
+
+
+class CrabletError(Exception):
+    """Base class of every error raised by sa_crablet."""
+
+
+class ValidationError(CrabletError, ValueError):
+    """Input was rejected before any SQL ran; nothing was written.
+
+    ``field`` names the offending argument or attribute, ``value`` is what was given.
+    """
+
+    def __init__(self, field: str, value: Any, message: str) -> None:
+        self.field = field
+        self.value = value
+        self.message = message
+        super().__init__(f"{field}: {message} (got {value!r})")
+
+
+class ConcurrencyError(CrabletError):
+    """An append lost a race: the append condition failed, or the database aborted the
+    transaction to keep concurrent writers consistent (deadlock, serialization failure,
+    a SQLite snapshot that went stale).
+
+    ``condition`` is the condition that failed (``None`` for a database-level conflict on an
+    unconditional append), ``position`` a conflicting event's position when known.
+    ``transaction_usable`` tells whether the host transaction can go on: ``True`` when the
+    condition check itself failed (nothing was written, the transaction is intact),
+    ``False`` when the database aborted the transaction (the session must be rolled back).
+    Re-reading and deciding again in a new transaction is always the right reaction.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        condition: AppendCondition | None = None,
+        position: int | None = None,
+        transaction_usable: bool = True,
+    ) -> None:
+        self.condition = condition
+        self.position = position
+        self.transaction_usable = transaction_usable
+        super().__init__(message)
+
+
+class IsolationLevelError(CrabletError):
+    """The operation is refused at the host transaction's isolation level.
+
+    Raised before anything is written. ``isolation_level`` is the level that was found.
+    """
+
+    def __init__(self, isolation_level: str, message: str) -> None:
+        self.isolation_level = isolation_level
+        super().__init__(message)
+
+
+class OperationTimeoutError(CrabletError):
+    """A configured timeout expired. The host transaction is aborted and must be rolled back.
+
+    ``setting`` is ``"lock_timeout"`` or ``"statement_timeout"``.
+    """
+
+    def __init__(self, setting: str, message: str) -> None:
+        self.setting = setting
+        super().__init__(message)
+
+
+class SchemaError(CrabletError):
+    """The event store's tables are missing or out of date: run the migrations."""
+
+
+class AppendOnlyError(CrabletError):
+    """Stored events are immutable: the database refused an UPDATE, DELETE or TRUNCATE."""
+
+
+class ReadNotFinishedError(CrabletError):
+    """``ReadResult.head`` was asked for before the read was consumed to its end."""

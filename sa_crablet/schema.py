@@ -1,0 +1,198 @@
+"""The event store's tables as SQLAlchemy Core objects.
+
+Every table name carries the ``sa_crablet_`` prefix so it cannot collide with a host
+application's tables, and every index and constraint is named through the naming convention
+(error translation and migrations refer to those names).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    event,
+    func,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.sql.ddl import DDL
+from sqlalchemy.types import TypeDecorator, TypeEngine, UserDefinedType
+
+TABLE_PREFIX = "sa_crablet_"
+EVENTS_TABLE = f"{TABLE_PREFIX}events"
+VERSION_TABLE = f"{TABLE_PREFIX}alembic_version"
+"""Alembic's version table for sa_crablet's own migrations (never the host's)."""
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+IX_EVENTS_TYPE = "ix_sa_crablet_events_type_position"
+IX_EVENTS_TAGS = "ix_sa_crablet_events_tags"
+IX_EVENTS_TRANSACTION = "ix_sa_crablet_events_transaction_id"
+
+APPEND_ONLY_SQLSTATE = "CR001"
+"""SQLSTATE raised by the PostgreSQL trigger that refuses UPDATE, DELETE and TRUNCATE."""
+ALLOW_MUTATION_SETTING = "sa_crablet.allow_mutation"
+"""PostgreSQL setting that lifts the append-only guard for the current transaction:
+``SET LOCAL sa_crablet.allow_mutation = 'on'`` (maintenance only)."""
+
+
+class Xid8(UserDefinedType[int]):
+    """PostgreSQL's 64-bit transaction id type."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "XID8"
+
+
+class TransactionId(TypeDecorator[int]):
+    """The writer's transaction id: ``xid8`` on PostgreSQL, an unused integer elsewhere."""
+
+    impl = BigInteger
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(Xid8())
+        return dialect.type_descriptor(BigInteger())
+
+
+class TagArray(TypeDecorator[tuple[str, ...]]):
+    """Tags: ``text[]`` on PostgreSQL (GIN-indexed), a JSON array on SQLite."""
+
+    impl = JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(ARRAY(Text))
+        return dialect.type_descriptor(JSON())
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        return None if value is None else list(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> tuple[str, ...]:
+        return tuple(value) if value else ()
+
+
+class Payload(TypeDecorator[Any]):
+    """JSON payloads: ``jsonb`` on PostgreSQL, JSON text on SQLite."""
+
+    impl = JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(JSONB(none_as_null=True))
+        return dialect.type_descriptor(JSON(none_as_null=True))
+
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+events = Table(
+    EVENTS_TABLE,
+    metadata,
+    # Positions only ever grow: IDENTITY on PostgreSQL, AUTOINCREMENT on SQLite (never reused).
+    Column(
+        "position",
+        BigInteger().with_variant(Integer(), "sqlite"),
+        Identity(always=True),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column("type", String(255), nullable=False),
+    Column("tags", TagArray(), nullable=False),
+    Column("data", Payload(), nullable=True),
+    Column("metadata", Payload(), nullable=True),
+    # Which transaction wrote the row; read heads compare it with a snapshot (gap safety).
+    Column("transaction_id", TransactionId(), nullable=True),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    sqlite_autoincrement=True,
+)
+
+Index(IX_EVENTS_TYPE, events.c.type, events.c.position)
+Index(IX_EVENTS_TAGS, events.c.tags, postgresql_using="gin").ddl_if(dialect="postgresql")
+Index(IX_EVENTS_TRANSACTION, events.c.transaction_id).ddl_if(dialect="postgresql")
+
+
+# -- DDL that Core cannot express: defaults on xid8 and the append-only guard. ----------------
+# The same statements are run by the Alembic migrations, so both paths build one schema.
+
+PG_TRANSACTION_DEFAULT = (
+    f"ALTER TABLE {EVENTS_TABLE} ALTER COLUMN transaction_id SET DEFAULT pg_current_xact_id()"
+)
+
+PG_GUARD_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION {TABLE_PREFIX}refuse_mutation() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF coalesce(current_setting('{ALLOW_MUTATION_SETTING}', true), '') = 'on' THEN
+        IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION USING
+        MESSAGE = 'sa_crablet events are append-only: ' || TG_OP || ' refused',
+        ERRCODE = '{APPEND_ONLY_SQLSTATE}',
+              HINT = 'for maintenance, SET LOCAL {ALLOW_MUTATION_SETTING} = ''on''';
+END;
+$$
+"""
+PG_GUARD_TRIGGERS = (
+    f"CREATE TRIGGER {TABLE_PREFIX}events_append_only BEFORE UPDATE OR DELETE ON {EVENTS_TABLE} "
+    f"FOR EACH ROW EXECUTE FUNCTION {TABLE_PREFIX}refuse_mutation()",
+    f"CREATE TRIGGER {TABLE_PREFIX}events_no_truncate BEFORE TRUNCATE ON {EVENTS_TABLE} "
+    f"FOR EACH STATEMENT EXECUTE FUNCTION {TABLE_PREFIX}refuse_mutation()",
+)
+PG_DROP_GUARD = (
+    f"DROP TRIGGER IF EXISTS {TABLE_PREFIX}events_no_truncate ON {EVENTS_TABLE}",
+    f"DROP TRIGGER IF EXISTS {TABLE_PREFIX}events_append_only ON {EVENTS_TABLE}",
+    f"DROP FUNCTION IF EXISTS {TABLE_PREFIX}refuse_mutation()",
+)
+
+SQLITE_GUARD_TRIGGERS = tuple(
+    f"CREATE TRIGGER {TABLE_PREFIX}events_no_{op.lower()} BEFORE {op} ON {EVENTS_TABLE} "
+    f"BEGIN SELECT RAISE(ABORT, 'sa_crablet events are append-only: {op} refused'); END"
+    for op in ("UPDATE", "DELETE")
+)
+SQLITE_DROP_GUARD = tuple(
+    f"DROP TRIGGER IF EXISTS {TABLE_PREFIX}events_no_{op.lower()}" for op in ("UPDATE", "DELETE")
+)
+
+
+def postgresql_extra_ddl() -> tuple[str, ...]:
+    return (PG_TRANSACTION_DEFAULT, PG_GUARD_FUNCTION, *PG_GUARD_TRIGGERS)
+
+
+def sqlite_extra_ddl() -> tuple[str, ...]:
+    return SQLITE_GUARD_TRIGGERS
+
+
+for _statement in postgresql_extra_ddl():
+    event.listen(
+        events,
+        "after_create",
+        DDL(_statement).execute_if(dialect="postgresql"),  # type: ignore[no-untyped-call]
+    )
+for _statement in sqlite_extra_ddl():
+    event.listen(
+        events,
+        "after_create",
+        DDL(_statement).execute_if(dialect="sqlite"),  # type: ignore[no-untyped-call]
+    )

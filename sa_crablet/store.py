@@ -1,0 +1,334 @@
+"""The event store bound to a SQLAlchemy Session: the only module that executes SQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any
+
+from sqlalchemy import Connection, func, select, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from sa_crablet import _locks, statements
+from sa_crablet._errors import translate
+from sa_crablet._validation import to_json
+from sa_crablet.config import EventStoreConfig
+from sa_crablet.events import Event, SequencedEvent
+from sa_crablet.exceptions import (
+    ConcurrencyError,
+    IsolationLevelError,
+    ReadNotFinishedError,
+    ValidationError,
+)
+from sa_crablet.query import AppendCondition, Head, Query, Snapshot, check_after
+
+# SQLite has no transaction ids: each store-visible transaction gets a random token instead,
+# so a transaction's own events can be told apart in conflict checks (see not_own_clause).
+_sqlite_tokens: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+
+
+class EventStore:
+    """A DCB event store that works inside the caller's ``Session`` transaction.
+
+    It never commits, rolls back or flushes the session: events appended here commit or roll
+    back with whatever else the host does in the same transaction.
+    """
+
+    def __init__(self, session: Session, config: EventStoreConfig | None = None) -> None:
+        if not isinstance(session, Session):
+            raise ValidationError("session", session, "EventStore needs a SQLAlchemy Session")
+        self.session = session
+        self.config = config or EventStoreConfig()
+
+    # -- appends ---------------------------------------------------------------------------------
+
+    def append(
+        self, events: Iterable[Event] | Event, condition: AppendCondition | None = None
+    ) -> int:
+        """Append ``events`` atomically; return the position of the last one.
+
+        With a ``condition``, nothing is written and :class:`ConcurrencyError` is raised if an
+        event matching ``condition.fail_if_events_match`` exists after ``condition.after``.
+        Then the host transaction is still usable (``error.transaction_usable``).
+        """
+        batch = self._check_batch(events)
+        if condition is not None and not isinstance(condition, AppendCondition):
+            raise ValidationError("condition", condition, "must be an AppendCondition or None")
+        payload = _encode_batch(batch)
+        head = condition.head if condition is not None else None
+        query = condition.fail_if_events_match if condition is not None else None
+
+        conn = self.session.connection()
+        dialect = conn.dialect.name
+        own = _own_token(conn) if dialect != statements.POSTGRESQL else None
+        try:
+            with self._timeouts(conn):
+                if query is not None and dialect == statements.POSTGRESQL:
+                    self._lock(conn, query, batch)
+                statement = statements.insert_events(dialect, query, head, own)
+                positions = conn.execute(statement, {"batch": payload}).scalars().all()
+                if not positions:
+                    assert query is not None and condition is not None
+                    conflict: int | None = conn.execute(
+                        statements.conflict_select(query, head, dialect, own)
+                    ).scalar()
+                    raise ConcurrencyError(
+                        "append condition failed: a matching event exists after "
+                        f"{condition.after!s}",
+                        condition=condition,
+                        position=conflict,
+                        transaction_usable=True,
+                    )
+        except DBAPIError as exc:
+            raise (translate(exc, condition) or exc) from exc
+        last: int = max(positions)
+        return last
+
+    def _check_batch(self, events: Iterable[Event] | Event) -> list[Event]:
+        if isinstance(events, Event):
+            return [events]
+        if isinstance(events, str | bytes) or not isinstance(events, Iterable):
+            raise ValidationError("events", events, "append takes an Event or an iterable of them")
+        batch = list(events)
+        if not batch:
+            raise ValidationError("events", batch, "an append needs at least one event")
+        if len(batch) > self.config.max_batch_size:
+            raise ValidationError(
+                "events",
+                f"<{len(batch)} events>",
+                f"a batch holds at most max_batch_size={self.config.max_batch_size} events",
+            )
+        for event in batch:
+            if not isinstance(event, Event):
+                raise ValidationError("events", event, "append takes Event values")
+        return batch
+
+    def _lock(self, conn: Connection, query: Query, batch: list[Event]) -> None:
+        # Why: under READ COMMITTED, "check, then insert" lets two appenders with the same
+        # condition both see nothing and both commit. Exclusive locks on the condition's keys
+        # (shared on the keys of the events written) serialize exactly the appends whose
+        # scopes overlap; the check that follows is a new statement, so it takes a new
+        # snapshot after the wait and sees what the other appender committed.
+        keys, exclusive = _locks.plan(query, batch)
+        isolation = conn.execute(
+            statements.lock_select(), {"keys": keys, "exclusive": exclusive}
+        ).scalar_one()
+        if isolation != "read committed":
+            # A fixed snapshot (REPEATABLE READ, SERIALIZABLE) cannot see what another
+            # appender committed while we waited, so the check could pass wrongly.
+            raise IsolationLevelError(
+                str(isolation),
+                f"conditional appends need a READ COMMITTED transaction, not {isolation}; "
+                "nothing was written",
+            )
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    def read(
+        self,
+        query: Query,
+        *,
+        after: Head | int | None = None,
+        backwards: bool = False,
+        limit: int | None = None,
+    ) -> ReadResult:
+        """Events matching ``query``, in position order (descending when ``backwards``),
+        streamed with bounded memory. ``after`` is exclusive; with a :class:`Head` it also
+        returns events that were in flight when that head was read.
+
+        Once consumed, ``.head`` is the value to pass as ``AppendCondition.after`` (or as the
+        next read's ``after``) to cover exactly what this read could have seen.
+        """
+        if not isinstance(query, Query):
+            raise ValidationError("query", query, "must be a Query")
+        head = check_after("after", after)
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+        ):
+            raise ValidationError("limit", limit, "must be a positive int or None")
+        if not isinstance(backwards, bool):
+            raise ValidationError("backwards", backwards, "must be a bool")
+        return ReadResult(self._stream(query, head, backwards, limit))
+
+    def _stream(
+        self, query: Query, head: Head | None, backwards: bool, limit: int | None
+    ) -> Iterator[SequencedEvent | Head]:
+        conn = self.session.connection()
+        dialect = conn.dialect.name
+        statement = statements.read_select(
+            query, head, backwards=backwards, limit=limit, dialect=dialect
+        )
+        snapshot: Snapshot | None = None
+        count = 0
+        edge: int | None = None  # last position (forwards) / first position (backwards)
+        highest = 0
+        try:
+            with self._timeouts(conn):
+                result = conn.execute(
+                    statement,
+                    execution_options={"stream_results": True, "yield_per": self.config.fetch_size},
+                )
+                try:
+                    pg = dialect == statements.POSTGRESQL
+                    for row in result:
+                        values: Any = row
+                        if pg:
+                            if snapshot is None:
+                                snapshot = Snapshot.parse(row[0], row[1])
+                            values = row[2:]
+                            if values[0] is None:  # the empty result's single outer row
+                                continue
+                        event = _to_event(values)
+                        count += 1
+                        if edge is None or not backwards:
+                            edge = event.position
+                        highest = max(highest, event.position)
+                        yield event
+                finally:
+                    result.close()
+        except DBAPIError as exc:
+            raise (translate(exc) or exc) from exc
+        yield _next_head(head, snapshot, highest, edge, count, backwards, limit)
+
+    # -- configuration that applies per operation -------------------------------------------------
+
+    def _timeouts(self, conn: Connection) -> AbstractContextManager[None]:
+        cfg = self.config
+        if cfg.lock_timeout is None and cfg.statement_timeout is None:
+            return nullcontext()
+        if conn.dialect.name == statements.POSTGRESQL:
+            return _pg_timeouts(conn, cfg.lock_timeout, cfg.statement_timeout)
+        return _sqlite_timeouts(conn, cfg.lock_timeout, cfg.statement_timeout)
+
+
+class ReadResult(Iterator[SequencedEvent]):
+    """A single-pass stream of events; ``.head`` is known once it has been consumed."""
+
+    def __init__(self, stream: Iterator[SequencedEvent | Head]) -> None:
+        self._stream = stream
+        self._head: Head | None = None
+
+    def __iter__(self) -> ReadResult:
+        return self
+
+    def __next__(self) -> SequencedEvent:
+        if self._head is not None:
+            raise StopIteration
+        item = next(self._stream)
+        if isinstance(item, Head):
+            self._head = item
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        """Stop early and release the cursor."""
+        close = getattr(self._stream, "close", None)
+        if close is not None:
+            close()
+
+    @property
+    def head(self) -> Head:
+        """What this read covered; pass it as ``after``. Available after full consumption."""
+        if self._head is None:
+            raise ReadNotFinishedError("consume the read to its end before asking for its head")
+        return self._head
+
+
+def _next_head(
+    after: Head | None,
+    snapshot: Snapshot | None,
+    highest: int,
+    edge: int | None,
+    count: int,
+    backwards: bool,
+    limit: int | None,
+) -> Head:
+    """The head of a finished read.
+
+    It claims "every event visible to ``snapshot`` at or below ``position`` was seen". A
+    forward read cut short by ``limit`` may only claim up to the last event it returned,
+    even below the previous head's position (it may have been returning late arrivals).
+    """
+    previous = after.position if after is not None else 0
+    if not backwards and limit is not None and count == limit and edge is not None:
+        return Head(edge, snapshot)
+    return Head(max(previous, highest), snapshot)
+
+
+def _to_event(row: Any) -> SequencedEvent:
+    position, type_, tags, data, metadata, recorded_at = row
+    if recorded_at.tzinfo is None:  # SQLite stores UTC without an offset
+        recorded_at = recorded_at.replace(tzinfo=dt.UTC)
+    return SequencedEvent(type_, tags, data, metadata, position, recorded_at)
+
+
+def _encode_batch(batch: list[Event]) -> str:
+    rows = [
+        [e.type, list(e.tags), to_json("data", e.data), to_json("metadata", e.metadata)]
+        for e in batch
+    ]
+    return json.dumps(rows, separators=(",", ":"), ensure_ascii=False)
+
+
+def _own_token(conn: Connection) -> int:
+    transaction = conn.get_transaction()
+    if transaction is None:  # pragma: no cover - session.connection() always begins one
+        return secrets.randbits(62)
+    token = _sqlite_tokens.get(transaction)
+    if token is None:
+        token = _sqlite_tokens[transaction] = secrets.randbits(62)
+    return token
+
+
+@contextmanager
+def _pg_timeouts(conn: Connection, lock: float | None, stmt: float | None) -> Iterator[None]:
+    settings = {
+        name: f"{round(seconds * 1000)}ms"
+        for name, seconds in (("lock_timeout", lock), ("statement_timeout", stmt))
+        if seconds is not None
+    }
+    # Read the host's values and set ours in one statement (left to right), SET LOCAL style,
+    # then put the host's values back so the rest of its transaction is unaffected.
+    old = conn.execute(
+        select(
+            *(func.current_setting(name) for name in settings),
+            *(func.set_config(name, value, True) for name, value in settings.items()),
+        )
+    ).one()
+    failed = False
+    try:
+        yield
+    except DBAPIError:
+        failed = True  # the transaction is aborted; rolling it back restores the settings
+        raise
+    finally:
+        if not failed:
+            conn.execute(
+                select(*(func.set_config(n, o, True) for n, o in zip(settings, old, strict=False)))
+            )
+
+
+@contextmanager
+def _sqlite_timeouts(conn: Connection, lock: float | None, stmt: float | None) -> Iterator[None]:
+    raw = conn.connection.driver_connection
+    old_busy = None
+    if lock is not None:
+        old_busy = conn.execute(text("PRAGMA busy_timeout")).scalar()
+        conn.execute(text(f"PRAGMA busy_timeout = {round(lock * 1000)}"))
+    if stmt is not None:
+        deadline = time.monotonic() + stmt
+        handler: Callable[[], int] = lambda: int(time.monotonic() > deadline)  # noqa: E731
+        raw.set_progress_handler(handler, 1000)  # type: ignore[union-attr]
+    try:
+        yield
+    finally:
+        if stmt is not None:
+            raw.set_progress_handler(None, 0)  # type: ignore[union-attr]
+        if old_busy is not None:
+            conn.execute(text(f"PRAGMA busy_timeout = {int(old_busy)}"))

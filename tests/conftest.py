@@ -1,0 +1,143 @@
+"""Test fixtures: one behavioural suite, run against SQLite and PostgreSQL.
+
+PostgreSQL is found through ``SA_CRABLET_TEST_DATABASE_URL`` (any database on the server;
+the tests create and drop their own). Without it, testcontainers starts one when Docker is
+available; otherwise PostgreSQL tests are skipped, unless ``--require-postgres`` or
+``SA_CRABLET_REQUIRE_POSTGRES=1`` makes a missing database a failure (CI sets it).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy.orm import Session
+
+import sa_crablet
+from sa_crablet import EventStore, create_sqlite_engine
+
+URL_VARIABLE = "SA_CRABLET_TEST_DATABASE_URL"
+REQUIRE_VARIABLE = "SA_CRABLET_REQUIRE_POSTGRES"
+BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--require-postgres",
+        action="store_true",
+        default=False,
+        help="fail (instead of skipping) when no PostgreSQL database can be found",
+    )
+
+
+def _require_postgres(config: pytest.Config) -> bool:
+    return bool(config.getoption("--require-postgres")) or os.environ.get(REQUIRE_VARIABLE) == "1"
+
+
+def _container_url() -> tuple[str | None, Any]:
+    try:
+        from testcontainers.postgres import PostgresContainer
+    except ImportError:
+        return None, None
+    try:
+        container = PostgresContainer("postgres:15", driver="psycopg")
+        container.start()
+    except Exception:  # no Docker engine: nothing to start
+        return None, None
+    return str(container.get_connection_url()), container
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    url = os.environ.get(URL_VARIABLE)
+    container = None
+    if not url:
+        url, container = _container_url()
+    if not url:
+        message = (
+            f"no PostgreSQL: set {URL_VARIABLE} "
+            "(e.g. postgresql+psycopg://postgres@127.0.0.1:5432/postgres) or start Docker"
+        )
+        if _require_postgres(request.config):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    yield url
+    if container is not None:
+        container.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_database_url(postgres_server_url: str) -> Iterator[str]:
+    """A fresh database for this test session, dropped at the end."""
+    server = make_url(postgres_server_url)
+    name = f"sa_crablet_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield server.set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_engine(postgres_database_url: str) -> Iterator[Engine]:
+    engine = create_engine(postgres_database_url, pool_size=20, max_overflow=20)
+    sa_crablet.upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+def clean_postgres(engine: Engine) -> None:
+    with Session(engine) as session:
+        with sa_crablet.allow_mutation(session):
+            session.execute(text(f"TRUNCATE {sa_crablet.events.name} RESTART IDENTITY"))
+        session.commit()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    marks = {m.name for m in request.node.iter_markers()}
+    if request.param == "sqlite" and "postgresql_only" in marks:
+        pytest.skip("PostgreSQL-specific behaviour")
+    if request.param == "postgresql" and "sqlite_only" in marks:
+        pytest.skip("SQLite-specific behaviour")
+    return str(request.param)
+
+
+@pytest.fixture
+def engine(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """A clean, migrated database of the test's backend."""
+    if backend == "postgresql":
+        pg: Engine = request.getfixturevalue("postgres_engine")
+        clean_postgres(pg)
+        yield pg
+        return
+    engine = create_sqlite_engine(str(tmp_path / "events.sqlite3"))
+    sa_crablet.upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def session(engine: Engine) -> Iterator[Session]:
+    with Session(engine) as session:
+        yield session
+        session.rollback()
+
+
+@pytest.fixture
+def store(session: Session) -> EventStore:
+    return EventStore(session)
+
+
+def count_events(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.execute(text(f"SELECT count(*) FROM {sa_crablet.events.name}")).scalar_one()
+        )
