@@ -100,13 +100,22 @@ def clean_postgres(engine: Engine) -> None:
         session.commit()
 
 
-@pytest.fixture(params=BACKENDS)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run every test that uses a database on each backend it applies to."""
+    if "backend" not in metafunc.fixturenames:
+        return
+    marks = {mark.name for mark in metafunc.definition.iter_markers()}
+    backends = [
+        name
+        for name in BACKENDS
+        if not (name == "sqlite" and "postgresql_only" in marks)
+        and not (name == "postgresql" and "sqlite_only" in marks)
+    ]
+    metafunc.parametrize("backend", backends, indirect=True)
+
+
+@pytest.fixture
 def backend(request: pytest.FixtureRequest) -> str:
-    marks = {m.name for m in request.node.iter_markers()}
-    if request.param == "sqlite" and "postgresql_only" in marks:
-        pytest.skip("PostgreSQL-specific behaviour")
-    if request.param == "postgresql" and "sqlite_only" in marks:
-        pytest.skip("SQLite-specific behaviour")
     return str(request.param)
 
 

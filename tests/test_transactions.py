@@ -1,0 +1,226 @@
+"""The store inside the host's transaction: commit together, roll back together."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine, String, select, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from sa_crablet import (
+    AppendCondition,
+    AppendOnlyError,
+    ConcurrencyError,
+    Event,
+    EventStore,
+    EventStoreConfig,
+    OperationTimeoutError,
+    Query,
+    SchemaError,
+    allow_mutation,
+    create_sqlite_engine,
+    events,
+)
+from tests.conftest import count_events
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Course(Base):
+    __tablename__ = "host_courses"
+    id: Mapped[str] = mapped_column(String(50), primary_key=True)
+    capacity: Mapped[int]
+
+
+@pytest.fixture
+def host_engine(engine: Engine) -> Iterator[Engine]:
+    Base.metadata.create_all(engine)
+    yield engine
+    Base.metadata.drop_all(engine)
+
+
+def test_orm_write_and_events_commit_together(host_engine: Engine) -> None:
+    with Session(host_engine) as session:
+        session.add(Course(id="c1", capacity=10))
+        EventStore(session).append(Event("CourseDefined", ["course:c1"], {"capacity": 10}))
+        session.commit()
+    with Session(host_engine) as session:
+        assert session.get(Course, "c1") is not None
+        assert [e.type for e in EventStore(session).read(Query.of(tags=["course:c1"]))] == [
+            "CourseDefined"
+        ]
+
+
+def test_orm_write_and_events_roll_back_together(host_engine: Engine) -> None:
+    with Session(host_engine) as session:
+        session.add(Course(id="c2", capacity=5))
+        session.flush()
+        EventStore(session).append(Event("CourseDefined", ["course:c2"]))
+        session.rollback()
+    with Session(host_engine) as session:
+        assert session.get(Course, "c2") is None
+    assert count_events(host_engine) == 0
+
+
+def test_store_never_commits(engine: Engine) -> None:
+    with Session(engine) as session:
+        EventStore(session).append(Event("A"))
+    assert count_events(engine) == 0
+
+
+def test_failed_condition_leaves_the_transaction_usable(host_engine: Engine) -> None:
+    with Session(host_engine) as session:
+        EventStore(session).append(Event("Taken", ["name:alice"]))
+        session.commit()
+    with Session(host_engine) as session:
+        store = EventStore(session)
+        with pytest.raises(ConcurrencyError) as error:
+            store.append(
+                [Event("Registered", ["name:alice"]), Event("Other")],
+                AppendCondition(Query.of(tags=["name:alice"])),
+            )
+        assert error.value.transaction_usable and error.value.position == 1
+        session.add(Course(id="c3", capacity=1))
+        store.append(Event("Registered", ["name:bob"]))
+        session.commit()
+    with Session(host_engine) as session:
+        assert session.get(Course, "c3") is not None
+        assert [e.type for e in EventStore(session).read(Query.all())] == ["Taken", "Registered"]
+
+
+def test_savepoint_rolls_back_only_its_events(engine: Engine) -> None:
+    with Session(engine) as session:
+        store = EventStore(session)
+        store.append(Event("Kept"))
+        with pytest.raises(RuntimeError), session.begin_nested():
+            store.append(Event("Dropped"))
+            raise RuntimeError("undo the savepoint")
+        store.append(Event("AlsoKept"))
+        session.commit()
+    with Session(engine) as session:
+        assert [e.type for e in EventStore(session).read(Query.all())] == ["Kept", "AlsoKept"]
+
+
+def test_own_earlier_appends_never_conflict(engine: Engine) -> None:
+    query = Query.of(tags=["cart:1"])
+    with Session(engine) as session:
+        store = EventStore(session)
+        store.append(Event("Created", ["cart:1"]))
+        result = store.read(query)
+        assert len(list(result)) == 1
+        store.append(Event("ItemAdded", ["cart:1"]))  # after the read, same transaction
+        store.append(Event("Checked", ["cart:1"]), AppendCondition(query, result.head))
+        again = store.read(query, after=result.head)
+        assert [e.type for e in again] == ["ItemAdded", "Checked"]
+        session.commit()
+    assert count_events(engine) == 3
+
+
+def test_stored_events_are_append_only(engine: Engine) -> None:
+    with Session(engine) as session:
+        EventStore(session).append([Event("A"), Event("B")])
+        session.commit()
+    for statement in (
+        events.update().values(type="Changed"),
+        events.delete(),
+    ):
+        with Session(engine) as session:
+            with pytest.raises(AppendOnlyError):
+                try:
+                    session.execute(statement)
+                except Exception as exc:
+                    from sqlalchemy.exc import DBAPIError
+
+                    from sa_crablet._errors import translate
+
+                    assert isinstance(exc, DBAPIError)
+                    raise (translate(exc) or exc) from exc
+            session.rollback()
+    with Session(engine) as session:
+        with allow_mutation(session):
+            session.execute(events.delete().where(events.c.type == "B"))
+        session.commit()
+    assert count_events(engine) == 1
+
+
+def test_missing_schema_is_a_clear_error(tmp_path: object) -> None:
+    engine = create_sqlite_engine(":memory:")
+    with Session(engine) as session, pytest.raises(SchemaError):
+        EventStore(session).append(Event("A"))
+    with Session(engine) as session, pytest.raises(SchemaError):
+        list(EventStore(session).read(Query.all()))
+
+
+@pytest.mark.postgresql_only
+def test_timeouts_apply_per_operation_and_restore_host_settings(engine: Engine) -> None:
+    with Session(engine) as session:
+        session.execute(text("SET LOCAL lock_timeout = '7s'"))
+        store = EventStore(session, EventStoreConfig(lock_timeout=0.25, statement_timeout=5))
+        store.append(Event("A", ["t"]), AppendCondition(Query.of(tags=["t"])))
+        list(store.read(Query.all()))
+        assert session.execute(text("SHOW lock_timeout")).scalar() == "7s"
+        assert session.execute(text("SHOW statement_timeout")).scalar() == "0"
+        session.commit()
+
+    holder = Session(engine)
+    EventStore(holder).append(Event("B", ["t"]), AppendCondition(Query.of(tags=["t"]), 1))
+    try:
+        for config, setting in (
+            (EventStoreConfig(lock_timeout=0.2), "lock_timeout"),
+            (EventStoreConfig(statement_timeout=0.2), "statement_timeout"),
+        ):
+            with Session(engine) as session:
+                started = time.monotonic()
+                with pytest.raises(OperationTimeoutError) as error:
+                    EventStore(session, config).append(
+                        Event("C", ["t"]), AppendCondition(Query.of(tags=["t"]), 1)
+                    )
+                assert error.value.setting == setting
+                assert time.monotonic() - started < 3
+    finally:
+        holder.rollback()
+        holder.close()
+
+
+@pytest.mark.sqlite_only
+def test_sqlite_lock_timeout_applies(engine: Engine) -> None:
+    holder = Session(engine)
+    EventStore(holder).append(Event("A"))  # holds SQLite's write lock
+    try:
+        with Session(engine) as session:
+            started = time.monotonic()
+            with pytest.raises(OperationTimeoutError) as error:
+                EventStore(session, EventStoreConfig(lock_timeout=0.2)).append(Event("B"))
+            assert error.value.setting == "lock_timeout"
+            assert time.monotonic() - started < 3  # the engine's own busy timeout is 5 s
+    finally:
+        holder.rollback()
+        holder.close()
+
+
+@pytest.mark.sqlite_only
+def test_sqlite_statement_timeout_interrupts(engine: Engine) -> None:
+    with Session(engine) as session:
+        store = EventStore(session)
+        for _ in range(20):
+            store.append([Event("Bulk", [f"t:{i}", "common"]) for i in range(1000)])
+        session.commit()
+    with Session(engine) as session:
+        slow = EventStore(session, EventStoreConfig(statement_timeout=0.001))
+        with pytest.raises(OperationTimeoutError) as error:
+            list(slow.read(Query.of(tags=["t:999", "common"])))
+        assert error.value.setting == "statement_timeout"
+        # The handler is gone afterwards: the same read without a timeout works.
+        assert len(list(EventStore(session).read(Query.of(tags=["t:999"])))) == 20
+
+
+def test_read_sees_its_own_uncommitted_events(engine: Engine) -> None:
+    with Session(engine) as session:
+        store = EventStore(session)
+        store.append(Event("Mine", ["t"]))
+        assert [e.type for e in store.read(Query.of(tags=["t"]))] == ["Mine"]
+        assert session.execute(select(events.c.type)).scalars().all() == ["Mine"]
