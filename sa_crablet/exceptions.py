@@ -56,17 +56,6 @@ class ConcurrencyError(CrabletError):
         super().__init__(message)
 
 
-class IsolationLevelError(CrabletError):
-    """The operation is refused at the host transaction's isolation level.
-
-    Raised before anything is written. ``isolation_level`` is the level that was found.
-    """
-
-    def __init__(self, isolation_level: str, message: str) -> None:
-        self.isolation_level = isolation_level
-        super().__init__(message)
-
-
 class OperationTimeoutError(CrabletError):
     """A configured timeout expired. The host transaction is aborted and must be rolled back.
 

@@ -129,23 +129,28 @@ def _xid8_type(element: _Xid8Type, compiler: Any, **kw: Any) -> str:
 _XID8 = _Xid8Type()
 
 
-def not_own_clause(dialect: str, own_token: int | None) -> ColumnElement[bool]:
-    """Exclude the current transaction's own events from a conflict check: a transaction
-    cannot race with itself, and a snapshot never counts the reader's own writes."""
+def not_own_clause(dialect: str, own: int | None) -> ColumnElement[bool]:
+    """Exclude the appending transaction's own events from a conflict check: a transaction
+    cannot race with itself, and a snapshot never counts the reader's own writes.
+
+    ``own`` is that transaction's id (PostgreSQL ``xid8``, or the SQLite token); on
+    PostgreSQL ``None`` means "the transaction running this statement".
+    """
+    xid = events.c.transaction_id
     if dialect == POSTGRESQL:
-        return events.c.transaction_id.is_distinct_from(func.pg_current_xact_id_if_assigned())
-    if own_token is None:
+        if own is None:
+            return xid.is_distinct_from(func.pg_current_xact_id_if_assigned())
+        return xid.is_distinct_from(cast(str(own), _XID8))
+    if own is None:
         return true()
-    return events.c.transaction_id.is_distinct_from(own_token)
+    return xid.is_distinct_from(own)
 
 
-def conflict_select(
-    query: Query, head: Head | None, dialect: str, own_token: int | None
-) -> Select[Any]:
+def conflict_select(query: Query, head: Head | None, dialect: str, own: int | None) -> Select[Any]:
     """The first event that makes an append condition fail."""
     return (
         select(events.c.position)
-        .where(query_clause(query), after_clause(head, dialect), not_own_clause(dialect, own_token))
+        .where(query_clause(query), after_clause(head, dialect), not_own_clause(dialect, own))
         .order_by(events.c.position)
         .limit(1)
     )

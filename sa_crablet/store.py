@@ -5,13 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import secrets
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
-from sqlalchemy import Connection, func, select, text
+from sqlalchemy import Connection, Engine, String, create_engine, func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -22,7 +23,6 @@ from sa_crablet.config import EventStoreConfig
 from sa_crablet.events import Event, SequencedEvent
 from sa_crablet.exceptions import (
     ConcurrencyError,
-    IsolationLevelError,
     ReadNotFinishedError,
     ValidationError,
 )
@@ -69,22 +69,24 @@ class EventStore:
         own = _own_token(conn) if dialect != statements.POSTGRESQL else None
         try:
             with self._timeouts(conn):
+                checked_in_statement = query
                 if query is not None and dialect == statements.POSTGRESQL:
-                    self._lock(conn, query, batch)
-                statement = statements.insert_events(dialect, query, head, own)
+                    isolation = self._lock(conn, query, batch)
+                    if isolation != "read committed":
+                        # A fixed snapshot (REPEATABLE READ, SERIALIZABLE) cannot see what
+                        # was committed after it, so the check runs on a fresh snapshot.
+                        conflict = _fresh_conflict(conn, query, head)
+                        if conflict is not None:
+                            raise _condition_failed(condition, conflict)
+                        checked_in_statement = None
+                statement = statements.insert_events(dialect, checked_in_statement, head, own)
                 positions = conn.execute(statement, {"batch": payload}).scalars().all()
                 if not positions:
-                    assert query is not None and condition is not None
-                    conflict: int | None = conn.execute(
+                    assert query is not None
+                    conflict = conn.execute(
                         statements.conflict_select(query, head, dialect, own)
                     ).scalar()
-                    raise ConcurrencyError(
-                        "append condition failed: a matching event exists after "
-                        f"{condition.after!s}",
-                        condition=condition,
-                        position=conflict,
-                        transaction_usable=True,
-                    )
+                    raise _condition_failed(condition, conflict)
         except DBAPIError as exc:
             raise (translate(exc, condition) or exc) from exc
         last: int = max(positions)
@@ -109,24 +111,21 @@ class EventStore:
                 raise ValidationError("events", event, "append takes Event values")
         return batch
 
-    def _lock(self, conn: Connection, query: Query, batch: list[Event]) -> None:
-        # Why: under READ COMMITTED, "check, then insert" lets two appenders with the same
-        # condition both see nothing and both commit. Exclusive locks on the condition's keys
-        # (shared on the keys of the events written) serialize exactly the appends whose
-        # scopes overlap; the check that follows is a new statement, so it takes a new
-        # snapshot after the wait and sees what the other appender committed.
+    def _lock(self, conn: Connection, query: Query, batch: list[Event]) -> str:
+        """Take the advisory locks of a conditional append; return the isolation level.
+
+        Why: under READ COMMITTED, "check, then insert" lets two appenders with the same
+        condition both see nothing and both commit. Exclusive locks on the condition's keys
+        (shared on the keys of the events written) serialize exactly the appends whose
+        scopes overlap; the check that follows is a new statement (or, at a fixed-snapshot
+        isolation level, a fresh connection), so it runs after the wait and sees what the
+        other appender committed. The locks are held until the host's transaction ends.
+        """
         keys, exclusive = _locks.plan(query, batch)
-        isolation = conn.execute(
+        isolation: str = conn.execute(
             statements.lock_select(), {"keys": keys, "exclusive": exclusive}
         ).scalar_one()
-        if isolation != "read committed":
-            # A fixed snapshot (REPEATABLE READ, SERIALIZABLE) cannot see what another
-            # appender committed while we waited, so the check could pass wrongly.
-            raise IsolationLevelError(
-                str(isolation),
-                f"conditional appends need a READ COMMITTED transaction, not {isolation}; "
-                "nothing was written",
-            )
+        return isolation
 
     # -- reads -----------------------------------------------------------------------------------
 
@@ -238,6 +237,45 @@ class ReadResult(Iterator[SequencedEvent]):
         if self._head is None:
             raise ReadNotFinishedError("consume the read to its end before asking for its head")
         return self._head
+
+
+def _condition_failed(condition: AppendCondition | None, position: int | None) -> ConcurrencyError:
+    assert condition is not None
+    return ConcurrencyError(
+        f"append condition failed: a matching event exists after {condition.after!s}",
+        condition=condition,
+        position=position,
+        transaction_usable=True,
+    )
+
+
+# One small pool per application engine for the fresh-snapshot checks of REPEATABLE READ
+# and SERIALIZABLE transactions. It is separate so a check never waits for a connection that
+# a host transaction (itself waiting for this check) holds.
+_side_engines: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+_side_lock = threading.Lock()
+
+
+def _fresh_conflict(conn: Connection, query: Query, head: Head | None) -> int | None:
+    """The conflict check, run on a fresh READ COMMITTED snapshot in another connection.
+
+    The host transaction already holds the condition's locks, so no conflicting conditional
+    append can commit between this check and the host's commit; an unconditional append
+    that commits after it is ordered after this decision, which is consistent.
+    """
+    own = int(conn.execute(select(func.pg_current_xact_id().cast(String))).scalar_one())
+    with _side_lock:
+        side = _side_engines.get(conn.engine)
+        if side is None:
+            side = _side_engines[conn.engine] = create_engine(
+                conn.engine.url, pool=conn.engine.pool.recreate()
+            )
+    with side.connect() as fresh:
+        conflict: int | None = fresh.execute(
+            statements.conflict_select(query, head, statements.POSTGRESQL, own)
+        ).scalar()
+        fresh.rollback()
+    return conflict
 
 
 def _next_head(
