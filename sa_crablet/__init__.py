@@ -9,15 +9,27 @@ from sa_crablet.exceptions import (
     OperationTimeoutError,
     ReadNotFinishedError,
     SchemaError,
+    TooManyAppendsError,
+    TooManyProjectionsError,
     ValidationError,
 )
 from sa_crablet.maintenance import allow_mutation
 from sa_crablet.migrate import create_schema, downgrade, include_object, upgrade
+from sa_crablet.projection import (
+    DecisionModel,
+    ProjectionProgress,
+    StateProjector,
+    by_type,
+    counter,
+    exists,
+    fold,
+    last_event,
+)
 from sa_crablet.query import AppendCondition, Head, Query, QueryItem, Snapshot, fail_if_exists
 from sa_crablet.schema import events, metadata
 from sa_crablet.sqlite import create_sqlite_engine
 from sa_crablet.statements import query_clause
-from sa_crablet.store import EventStore, ReadResult
+from sa_crablet.store import EventStore, ProjectionStream, ReadResult
 
 __version__ = "0.1.0"
 
@@ -26,11 +38,14 @@ __all__ = [
     "AppendOnlyError",
     "ConcurrencyError",
     "CrabletError",
+    "DecisionModel",
     "Event",
     "EventStore",
     "EventStoreConfig",
     "Head",
     "OperationTimeoutError",
+    "ProjectionProgress",
+    "ProjectionStream",
     "Query",
     "QueryItem",
     "ReadNotFinishedError",
@@ -38,16 +53,24 @@ __all__ = [
     "SchemaError",
     "SequencedEvent",
     "Snapshot",
+    "StateProjector",
+    "TooManyAppendsError",
+    "TooManyProjectionsError",
     "ValidationError",
     "__version__",
     "allow_mutation",
     "as_tags",
+    "by_type",
+    "counter",
     "create_schema",
     "create_sqlite_engine",
     "downgrade",
     "events",
+    "exists",
     "fail_if_exists",
+    "fold",
     "include_object",
+    "last_event",
     "metadata",
     "query_clause",
     "split_tag",

@@ -16,15 +16,25 @@ class EventStoreConfig:
     (PostgreSQL ``SET LOCAL`` for the operation, then the host's values are restored; on
     SQLite the busy timeout and an interrupt). ``None`` leaves the database's settings alone.
     ``fetch_size``: rows fetched per round trip when streaming a read.
+    ``max_concurrent_projections`` / ``max_concurrent_appends``: fail-fast limits, shared by
+    every store in the process whose configuration is equal to this one; a call over the
+    limit raises ``TooManyProjectionsError`` / ``TooManyAppendsError`` at once.
     """
 
     max_batch_size: int = 1000
     lock_timeout: float | None = None
     statement_timeout: float | None = None
     fetch_size: int = 1000
+    max_concurrent_projections: int = 100
+    max_concurrent_appends: int = 100
 
     def __post_init__(self) -> None:
-        for name in ("max_batch_size", "fetch_size"):
+        for name in (
+            "max_batch_size",
+            "fetch_size",
+            "max_concurrent_projections",
+            "max_concurrent_appends",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValidationError(name, value, "must be a positive int")

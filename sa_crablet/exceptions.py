@@ -77,3 +77,21 @@ class AppendOnlyError(CrabletError):
 
 class ReadNotFinishedError(CrabletError):
     """``ReadResult.head`` was asked for before the read was consumed to its end."""
+
+
+class TooManyProjectionsError(CrabletError):
+    """More projections are running than ``max_concurrent_projections`` allows; the call
+    failed at once, without touching the database. ``limit`` is that setting."""
+
+    def __init__(self, message: str, limit: int) -> None:
+        self.limit = limit
+        super().__init__(message)
+
+
+class TooManyAppendsError(CrabletError):
+    """More appends are running than ``max_concurrent_appends`` allows; the call failed at
+    once, without touching the database. ``limit`` is that setting."""
+
+    def __init__(self, message: str, limit: int) -> None:
+        self.limit = limit
+        super().__init__(message)

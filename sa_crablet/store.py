@@ -8,7 +8,7 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
@@ -18,13 +18,24 @@ from sqlalchemy.orm import Session
 
 from sa_crablet import _locks, statements
 from sa_crablet._errors import translate
+from sa_crablet._limits import Limiter, limiter
 from sa_crablet._validation import to_json
 from sa_crablet.config import EventStoreConfig
 from sa_crablet.events import Event, SequencedEvent
 from sa_crablet.exceptions import (
     ConcurrencyError,
     ReadNotFinishedError,
+    TooManyAppendsError,
+    TooManyProjectionsError,
     ValidationError,
+)
+from sa_crablet.projection import (
+    DecisionModel,
+    Fold,
+    ProjectionProgress,
+    StateProjector,
+    check_projectors,
+    union_query,
 )
 from sa_crablet.query import AppendCondition, Head, Query, Snapshot, check_after
 
@@ -45,6 +56,13 @@ class EventStore:
             raise ValidationError("session", session, "EventStore needs a SQLAlchemy Session")
         self.session = session
         self.config = config or EventStoreConfig()
+        if not isinstance(self.config, EventStoreConfig):
+            raise ValidationError("config", config, "must be an EventStoreConfig or None")
+        cfg = self.config
+        self._appends = limiter(cfg, "appends", cfg.max_concurrent_appends, TooManyAppendsError)
+        self._projections = limiter(
+            cfg, "projections", cfg.max_concurrent_projections, TooManyProjectionsError
+        )
 
     # -- appends ---------------------------------------------------------------------------------
 
@@ -68,7 +86,7 @@ class EventStore:
         dialect = conn.dialect.name
         own = _own_token(conn) if dialect != statements.POSTGRESQL else None
         try:
-            with self._timeouts(conn):
+            with self._appends.slot(), self._timeouts(conn):
                 checked_in_statement = query
                 if query is not None and dialect == statements.POSTGRESQL:
                     isolation = self._lock(conn, query, batch)
@@ -195,6 +213,53 @@ class EventStore:
             raise (translate(exc) or exc) from exc
         yield _next_head(head, snapshot, highest, edge, count, backwards, limit)
 
+    # -- decision models -------------------------------------------------------------------------
+
+    def project(
+        self,
+        projectors: Iterable[StateProjector[Any]],
+        after: Head | int | None = None,
+        *,
+        states: Mapping[str, Any] | None = None,
+    ) -> DecisionModel:
+        """Fold every projector's events with **one** query (the OR of their items) and
+        return the states with the append condition that protects a decision on them.
+
+        Each event goes to every projector whose own query matches it, as rows stream in.
+        With ``after`` (a previous model's head) only newer events are folded, starting from
+        ``states`` (the previous states); the condition then still covers that head.
+        """
+        for progress in self.project_stream(projectors, after, states=states, every=None):
+            if progress.model is not None:
+                return progress.model
+        raise AssertionError("unreachable: a projection always ends with its model")
+
+    def project_stream(
+        self,
+        projectors: Iterable[StateProjector[Any]],
+        after: Head | int | None = None,
+        *,
+        states: Mapping[str, Any] | None = None,
+        every: int | None = 1000,
+    ) -> ProjectionStream:
+        """Like :meth:`project`, yielding a :class:`ProjectionProgress` every ``every``
+        events (states so far, position reached) and a final one carrying the model.
+
+        The projection slot is taken now (``TooManyProjectionsError`` at once when full) and
+        released when the stream ends, fails, or is closed or dropped early.
+        """
+        checked = check_projectors(projectors)
+        if every is not None and (
+            isinstance(every, bool) or not isinstance(every, int) or every < 1
+        ):
+            raise ValidationError("every", every, "must be a positive int or None")
+        if states is not None and not isinstance(states, Mapping):
+            raise ValidationError("states", states, "must be a mapping of projector id to state")
+        query = union_query(checked)
+        result = self.read(query, after=after)
+        self._projections.acquire()
+        return ProjectionStream(_project(checked, query, result, states, every), self._projections)
+
     # -- configuration that applies per operation -------------------------------------------------
 
     def _timeouts(self, conn: Connection) -> AbstractContextManager[None]:
@@ -204,6 +269,58 @@ class EventStore:
         if conn.dialect.name == statements.POSTGRESQL:
             return _pg_timeouts(conn, cfg.lock_timeout, cfg.statement_timeout)
         return _sqlite_timeouts(conn, cfg.lock_timeout, cfg.statement_timeout)
+
+
+def _project(
+    projectors: list[StateProjector[Any]],
+    query: Query,
+    result: ReadResult,
+    states: Mapping[str, Any] | None,
+    every: int | None,
+) -> Iterator[ProjectionProgress]:
+    fold = Fold(projectors, states)
+    try:
+        for event in result:
+            fold.apply(event)
+            if every is not None and fold.count % every == 0:
+                yield ProjectionProgress(dict(fold.states), fold.position, fold.count)
+    finally:
+        result.close()
+    model = DecisionModel(fold.states, AppendCondition(query, result.head))
+    yield ProjectionProgress(dict(fold.states), fold.position, fold.count, model)
+
+
+class ProjectionStream(Iterator[ProjectionProgress]):
+    """A streaming projection that holds one projection slot until it ends or is closed."""
+
+    def __init__(self, progress: Iterator[ProjectionProgress], slots: Limiter) -> None:
+        self._progress = progress
+        self._slots: Limiter | None = slots
+
+    def __iter__(self) -> ProjectionStream:
+        return self
+
+    def __next__(self) -> ProjectionProgress:
+        try:
+            progress = next(self._progress)
+        except BaseException:
+            self.close()
+            raise
+        if progress.model is not None:
+            self.close()  # the final item: the slot is free before the caller decides
+        return progress
+
+    def close(self) -> None:
+        """Stop early: release the cursor and the projection slot."""
+        close = getattr(self._progress, "close", None)
+        if close is not None:
+            close()
+        if self._slots is not None:
+            slots, self._slots = self._slots, None
+            slots.release()
+
+    def __del__(self) -> None:
+        self.close()
 
 
 class ReadResult(Iterator[SequencedEvent]):
