@@ -29,7 +29,8 @@ from sa_crablet.query import AppendCondition, Head, Query, QueryItem, Snapshot, 
 from sa_crablet.schema import events, metadata
 from sa_crablet.sqlite import create_sqlite_engine
 from sa_crablet.statements import query_clause
-from sa_crablet.store import EventStore, ProjectionStream, ReadResult
+from sa_crablet.store import EventStore
+from sa_crablet.streams import ProjectionStream, ReadResult
 
 __version__ = "0.1.0"
 

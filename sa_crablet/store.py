@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import secrets
 import threading
@@ -18,26 +17,19 @@ from sqlalchemy.orm import Session
 
 from sa_crablet import _locks, statements
 from sa_crablet._errors import translate
-from sa_crablet._limits import Limiter, limiter
+from sa_crablet._limits import limiter
 from sa_crablet._validation import to_json
 from sa_crablet.config import EventStoreConfig
 from sa_crablet.events import Event, SequencedEvent
 from sa_crablet.exceptions import (
     ConcurrencyError,
-    ReadNotFinishedError,
     TooManyAppendsError,
     TooManyProjectionsError,
     ValidationError,
 )
-from sa_crablet.projection import (
-    DecisionModel,
-    Fold,
-    ProjectionProgress,
-    StateProjector,
-    check_projectors,
-    union_query,
-)
+from sa_crablet.projection import DecisionModel, StateProjector, check_projectors, union_query
 from sa_crablet.query import AppendCondition, Head, Query, Snapshot, check_after
+from sa_crablet.streams import ProjectionStream, ReadResult, next_head, project_events, to_event
 
 # SQLite has no transaction ids: each store-visible transaction gets a random token instead,
 # so a transaction's own events can be told apart in conflict checks (see not_own_clause).
@@ -201,7 +193,7 @@ class EventStore:
                             values = row[2:]
                             if values[0] is None:  # the empty result's single outer row
                                 continue
-                        event = _to_event(values)
+                        event = to_event(values)
                         count += 1
                         if edge is None or not backwards:
                             edge = event.position
@@ -211,7 +203,7 @@ class EventStore:
                     result.close()
         except DBAPIError as exc:
             raise (translate(exc) or exc) from exc
-        yield _next_head(head, snapshot, highest, edge, count, backwards, limit)
+        yield next_head(head, snapshot, highest, edge, count, backwards, limit)
 
     # -- decision models -------------------------------------------------------------------------
 
@@ -258,7 +250,9 @@ class EventStore:
         query = union_query(checked)
         result = self.read(query, after=after)
         self._projections.acquire()
-        return ProjectionStream(_project(checked, query, result, states, every), self._projections)
+        return ProjectionStream(
+            project_events(checked, query, result, states, every), self._projections
+        )
 
     # -- configuration that applies per operation -------------------------------------------------
 
@@ -269,91 +263,6 @@ class EventStore:
         if conn.dialect.name == statements.POSTGRESQL:
             return _pg_timeouts(conn, cfg.lock_timeout, cfg.statement_timeout)
         return _sqlite_timeouts(conn, cfg.lock_timeout, cfg.statement_timeout)
-
-
-def _project(
-    projectors: list[StateProjector[Any]],
-    query: Query,
-    result: ReadResult,
-    states: Mapping[str, Any] | None,
-    every: int | None,
-) -> Iterator[ProjectionProgress]:
-    fold = Fold(projectors, states)
-    try:
-        for event in result:
-            fold.apply(event)
-            if every is not None and fold.count % every == 0:
-                yield ProjectionProgress(dict(fold.states), fold.position, fold.count)
-    finally:
-        result.close()
-    model = DecisionModel(fold.states, AppendCondition(query, result.head))
-    yield ProjectionProgress(dict(fold.states), fold.position, fold.count, model)
-
-
-class ProjectionStream(Iterator[ProjectionProgress]):
-    """A streaming projection that holds one projection slot until it ends or is closed."""
-
-    def __init__(self, progress: Iterator[ProjectionProgress], slots: Limiter) -> None:
-        self._progress = progress
-        self._slots: Limiter | None = slots
-
-    def __iter__(self) -> ProjectionStream:
-        return self
-
-    def __next__(self) -> ProjectionProgress:
-        try:
-            progress = next(self._progress)
-        except BaseException:
-            self.close()
-            raise
-        if progress.model is not None:
-            self.close()  # the final item: the slot is free before the caller decides
-        return progress
-
-    def close(self) -> None:
-        """Stop early: release the cursor and the projection slot."""
-        close = getattr(self._progress, "close", None)
-        if close is not None:
-            close()
-        if self._slots is not None:
-            slots, self._slots = self._slots, None
-            slots.release()
-
-    def __del__(self) -> None:
-        self.close()
-
-
-class ReadResult(Iterator[SequencedEvent]):
-    """A single-pass stream of events; ``.head`` is known once it has been consumed."""
-
-    def __init__(self, stream: Iterator[SequencedEvent | Head]) -> None:
-        self._stream = stream
-        self._head: Head | None = None
-
-    def __iter__(self) -> ReadResult:
-        return self
-
-    def __next__(self) -> SequencedEvent:
-        if self._head is not None:
-            raise StopIteration
-        item = next(self._stream)
-        if isinstance(item, Head):
-            self._head = item
-            raise StopIteration
-        return item
-
-    def close(self) -> None:
-        """Stop early and release the cursor."""
-        close = getattr(self._stream, "close", None)
-        if close is not None:
-            close()
-
-    @property
-    def head(self) -> Head:
-        """What this read covered; pass it as ``after``. Available after full consumption."""
-        if self._head is None:
-            raise ReadNotFinishedError("consume the read to its end before asking for its head")
-        return self._head
 
 
 def _condition_failed(condition: AppendCondition | None, position: int | None) -> ConcurrencyError:
@@ -393,34 +302,6 @@ def _fresh_conflict(conn: Connection, query: Query, head: Head | None) -> int | 
         ).scalar()
         fresh.rollback()
     return conflict
-
-
-def _next_head(
-    after: Head | None,
-    snapshot: Snapshot | None,
-    highest: int,
-    edge: int | None,
-    count: int,
-    backwards: bool,
-    limit: int | None,
-) -> Head:
-    """The head of a finished read.
-
-    It claims "every event visible to ``snapshot`` at or below ``position`` was seen". A
-    forward read cut short by ``limit`` may only claim up to the last event it returned,
-    even below the previous head's position (it may have been returning late arrivals).
-    """
-    previous = after.position if after is not None else 0
-    if not backwards and limit is not None and count == limit and edge is not None:
-        return Head(edge, snapshot)
-    return Head(max(previous, highest), snapshot)
-
-
-def _to_event(row: Any) -> SequencedEvent:
-    position, type_, tags, data, metadata, recorded_at = row
-    if recorded_at.tzinfo is None:  # SQLite stores UTC without an offset
-        recorded_at = recorded_at.replace(tzinfo=dt.UTC)
-    return SequencedEvent(type_, tags, data, metadata, position, recorded_at)
 
 
 def _encode_batch(batch: list[Event]) -> str:

@@ -1,0 +1,131 @@
+"""What reads and projections hand back: single-pass streams that release what they hold."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from sa_crablet._limits import Limiter
+from sa_crablet.events import SequencedEvent
+from sa_crablet.exceptions import ReadNotFinishedError
+from sa_crablet.projection import (
+    DecisionModel,
+    Fold,
+    ProjectionProgress,
+    StateProjector,
+)
+from sa_crablet.query import AppendCondition, Head, Query, Snapshot
+
+
+def project_events(
+    projectors: list[StateProjector[Any]],
+    query: Query,
+    result: ReadResult,
+    states: Mapping[str, Any] | None,
+    every: int | None,
+) -> Iterator[ProjectionProgress]:
+    fold = Fold(projectors, states)
+    try:
+        for event in result:
+            fold.apply(event)
+            if every is not None and fold.count % every == 0:
+                yield ProjectionProgress(dict(fold.states), fold.position, fold.count)
+    finally:
+        result.close()
+    model = DecisionModel(fold.states, AppendCondition(query, result.head))
+    yield ProjectionProgress(dict(fold.states), fold.position, fold.count, model)
+
+
+class ProjectionStream(Iterator[ProjectionProgress]):
+    """A streaming projection that holds one projection slot until it ends or is closed."""
+
+    def __init__(self, progress: Iterator[ProjectionProgress], slots: Limiter) -> None:
+        self._progress = progress
+        self._slots: Limiter | None = slots
+
+    def __iter__(self) -> ProjectionStream:
+        return self
+
+    def __next__(self) -> ProjectionProgress:
+        try:
+            progress = next(self._progress)
+        except BaseException:
+            self.close()
+            raise
+        if progress.model is not None:
+            self.close()  # the final item: the slot is free before the caller decides
+        return progress
+
+    def close(self) -> None:
+        """Stop early: release the cursor and the projection slot."""
+        close = getattr(self._progress, "close", None)
+        if close is not None:
+            close()
+        if self._slots is not None:
+            slots, self._slots = self._slots, None
+            slots.release()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class ReadResult(Iterator[SequencedEvent]):
+    """A single-pass stream of events; ``.head`` is known once it has been consumed."""
+
+    def __init__(self, stream: Iterator[SequencedEvent | Head]) -> None:
+        self._stream = stream
+        self._head: Head | None = None
+
+    def __iter__(self) -> ReadResult:
+        return self
+
+    def __next__(self) -> SequencedEvent:
+        if self._head is not None:
+            raise StopIteration
+        item = next(self._stream)
+        if isinstance(item, Head):
+            self._head = item
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        """Stop early and release the cursor."""
+        close = getattr(self._stream, "close", None)
+        if close is not None:
+            close()
+
+    @property
+    def head(self) -> Head:
+        """What this read covered; pass it as ``after``. Available after full consumption."""
+        if self._head is None:
+            raise ReadNotFinishedError("consume the read to its end before asking for its head")
+        return self._head
+
+
+def next_head(
+    after: Head | None,
+    snapshot: Snapshot | None,
+    highest: int,
+    edge: int | None,
+    count: int,
+    backwards: bool,
+    limit: int | None,
+) -> Head:
+    """The head of a finished read.
+
+    It claims "every event visible to ``snapshot`` at or below ``position`` was seen". A
+    forward read cut short by ``limit`` may only claim up to the last event it returned,
+    even below the previous head's position (it may have been returning late arrivals).
+    """
+    previous = after.position if after is not None else 0
+    if not backwards and limit is not None and count == limit and edge is not None:
+        return Head(edge, snapshot)
+    return Head(max(previous, highest), snapshot)
+
+
+def to_event(row: Any) -> SequencedEvent:
+    position, type_, tags, data, metadata, recorded_at = row
+    if recorded_at.tzinfo is None:  # SQLite stores UTC without an offset
+        recorded_at = recorded_at.replace(tzinfo=dt.UTC)
+    return SequencedEvent(type_, tags, data, metadata, position, recorded_at)
