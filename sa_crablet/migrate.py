@@ -7,13 +7,18 @@ their own version table, ``sa_crablet_alembic_version``, never the host's ``alem
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib import resources
 from typing import Any
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.schema import SchemaItem
 
-from sa_crablet.schema import TABLE_PREFIX, VERSION_TABLE, metadata
+from sa_crablet.schema import POSTGRESQL_ONLY_INDEXES, TABLE_PREFIX, VERSION_TABLE, metadata
+
+IncludeObject = Callable[[SchemaItem, str | None, str, bool, Any], bool]
+"""The signature of Alembic's ``include_object`` hook."""
 
 DATABASE_URL_VARIABLES = ("SA_CRABLET_DATABASE_URL", "DATABASE_URL")
 """Environment variables the command-line migrations read the database URL from, in order."""
@@ -37,7 +42,25 @@ def _run(bind: Engine | Connection, command: str, revision: str) -> None:
         with bind.begin() as connection:
             _run(connection, command, revision)
         return
-    getattr(commands, command)(alembic_config(bind), revision)
+    with _outer_alembic_proxies_kept():
+        getattr(commands, command)(alembic_config(bind), revision)
+
+
+@contextmanager
+def _outer_alembic_proxies_kept() -> Iterator[None]:
+    """Alembic's ``alembic.context`` and ``alembic.op`` are module-level proxies that a
+    running command installs and, when it ends, deletes. Run from a host's ``env.py`` (or one
+    of its migrations), our nested command would delete the host's, and the host's command
+    then fails (``KeyError`` in ``_remove_proxy``): put the outer ones back."""
+    from alembic import context, op
+
+    outer = [getattr(module, "_proxy", None) for module in (context, op)]
+    try:
+        yield
+    finally:
+        for proxy in outer:
+            if proxy is not None:
+                proxy._install_proxy()
 
 
 def upgrade(bind: Engine | Connection, revision: str = "head") -> None:
@@ -68,6 +91,26 @@ def include_object(
     return not str(table_name).startswith(TABLE_PREFIX)
 
 
+def autogenerate_filter(dialect_name: str) -> IncludeObject:
+    """The ``include_object`` for comparing a database with sa_crablet's own metadata.
+
+    Only sa_crablet's objects (the inverse of :func:`include_object`), and only those the
+    given dialect builds: Alembic ignores ``Index.ddl_if`` (sqlalchemy/alembic#1491), so
+    without this, autogenerate against SQLite would propose PostgreSQL's GIN index.
+    """
+
+    def include(
+        obj: SchemaItem, name: str | None, type_: str, reflected: bool, compare_to: Any
+    ) -> bool:
+        if include_object(obj, name, type_, reflected, compare_to):
+            return False  # not ours
+        return not (
+            type_ == "index" and name in POSTGRESQL_ONLY_INDEXES and dialect_name != "postgresql"
+        )
+
+    return include
+
+
 def url_from_environment() -> str | None:
     for variable in DATABASE_URL_VARIABLES:
         value = os.environ.get(variable)
@@ -79,18 +122,21 @@ def url_from_environment() -> str | None:
 def run_env(context: Any) -> None:
     """The body of sa_crablet's Alembic ``env.py`` (shared by the packaged migrations and the
     repository's ``alembic/`` directory)."""
-    from sqlalchemy import create_engine, pool
+    from sqlalchemy import create_engine, make_url, pool
 
     config = context.config
-    options: dict[str, Any] = {
-        "target_metadata": metadata,
-        "version_table": VERSION_TABLE,
-        "include_object": _only_ours,
-        "compare_type": True,
-    }
+
+    def options(dialect_name: str) -> dict[str, Any]:
+        return {
+            "target_metadata": metadata,
+            "version_table": VERSION_TABLE,
+            "include_object": autogenerate_filter(dialect_name),
+            "compare_type": True,
+        }
+
     connection = config.attributes.get("connection")
     if connection is not None:
-        context.configure(connection=connection, **options)
+        context.configure(connection=connection, **options(connection.dialect.name))
         with context.begin_transaction():
             context.run_migrations()
         return
@@ -101,27 +147,23 @@ def run_env(context: Any) -> None:
             "or sqlalchemy.url in alembic.ini"
         )
     if context.is_offline_mode():
-        context.configure(url=url, literal_binds=True, **options)
+        backend = make_url(url).get_backend_name()
+        context.configure(url=url, literal_binds=True, **options(backend))
         with context.begin_transaction():
             context.run_migrations()
         return
     engine = create_engine(url, poolclass=pool.NullPool)
     with engine.connect() as connection:
-        context.configure(connection=connection, **options)
+        context.configure(connection=connection, **options(connection.dialect.name))
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()
 
 
-def _only_ours(
-    obj: SchemaItem, name: str | None, type_: str, reflected: bool, compare_to: Any
-) -> bool:
-    return not include_object(obj, name, type_, reflected, compare_to)
-
-
 __all__ = [
     "DATABASE_URL_VARIABLES",
     "alembic_config",
+    "autogenerate_filter",
     "create_schema",
     "downgrade",
     "include_object",

@@ -26,6 +26,7 @@ from sqlalchemy import (
     func,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import base as postgresql_base
 from sqlalchemy.sql.ddl import DDL
 from sqlalchemy.types import TypeDecorator, TypeEngine, UserDefinedType
 
@@ -45,6 +46,9 @@ NAMING_CONVENTION = {
 IX_EVENTS_TYPE = "ix_sa_crablet_events_type_position"
 IX_EVENTS_TAGS = "ix_sa_crablet_events_tags"
 IX_EVENTS_TRANSACTION = "ix_sa_crablet_events_transaction_id"
+POSTGRESQL_ONLY_INDEXES = frozenset({IX_EVENTS_TAGS, IX_EVENTS_TRANSACTION})
+"""Indexes built on PostgreSQL only (``ddl_if``), which Alembic's autogenerate does not
+honour by itself: see :func:`sa_crablet.migrate.autogenerate_filter`."""
 
 APPEND_ONLY_SQLSTATE = "CR001"
 """SQLSTATE raised by the PostgreSQL trigger that refuses UPDATE, DELETE and TRUNCATE."""
@@ -60,6 +64,11 @@ class Xid8(UserDefinedType[int]):
 
     def get_col_spec(self, **kw: Any) -> str:
         return "XID8"
+
+
+# Reflection knows xid8 then (instead of NullType and a warning), so Alembic's autogenerate
+# compares the column's type like any other. A native type in a later SQLAlchemy wins.
+postgresql_base.ischema_names.setdefault("xid8", Xid8)
 
 
 class TransactionId(TypeDecorator[int]):

@@ -212,13 +212,12 @@ def test_unrelated_boundaries_do_not_queue(engine: Engine) -> None:
     quick = EventStoreConfig(lock_timeout=0.3)
     try:
         with Session(engine) as other:
-            started = time.monotonic()
+            # Waiting on the held boundary would end in OperationTimeoutError after 0.3 s.
             EventStore(other, quick).append(
                 Event("Claimed", ["boundary:b"]), AppendCondition(Query.of(tags=["boundary:b"]))
             )
             EventStore(other, quick).append(Event("Free", ["boundary:a"]))  # unconditional
             other.commit()
-            assert time.monotonic() - started < 0.3
         with Session(engine) as same, pytest.raises(OperationTimeoutError) as error:
             EventStore(same, quick).append(
                 Event("Claimed", ["boundary:a"]), AppendCondition(Query.of(tags=["boundary:a"]))

@@ -1,0 +1,171 @@
+"""Query plans on PostgreSQL: the statements the store runs use the indexes built for them.
+
+A fresh database gets 20,000 events (one INSERT ... SELECT), is vacuumed and analysed, and
+then the exact statements of :mod:`sa_crablet.statements` are EXPLAINed with their bound
+parameters. Tag reads must use the GIN index on ``tags``, reads of a (selective) type the
+``(type, position)`` index, and none of them, nor the append conflict check, may scan the
+whole events table.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import ClauseElement, Engine, Executable, create_engine, pool, text
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+
+from sa_crablet import Head, Query, QueryItem, Snapshot
+from sa_crablet.migrate import upgrade
+from sa_crablet.schema import (
+    EVENTS_TABLE,
+    IX_EVENTS_TAGS,
+    IX_EVENTS_TRANSACTION,
+    IX_EVENTS_TYPE,
+)
+from sa_crablet.statements import POSTGRESQL, conflict_select, read_select
+from tests.test_migrations import fresh_postgres_database
+
+pytestmark = pytest.mark.postgresql_only
+
+EVENT_COUNT = 20_000
+OUR_INDEXES = {IX_EVENTS_TAGS, IX_EVENTS_TYPE, IX_EVENTS_TRANSACTION, f"pk_{EVENTS_TABLE}"}
+
+# Four types, as skewed as real streams are: a type-only read is for the rare ones (an
+# unbounded read of a type that is most of the table is rightly a sequential scan).
+FILL = text(
+    f"""
+    INSERT INTO {EVENTS_TABLE} (type, tags, data)
+    SELECT CASE
+               WHEN i % 100 = 0 THEN 'CourseDefined'
+               WHEN i % 100 < 5 THEN 'CourseCapacityChanged'
+               WHEN i % 100 < 30 THEN 'StudentUnsubscribed'
+               ELSE 'StudentSubscribed'
+           END,
+           ARRAY['course:' || (i % 1000), 'student:' || (i % 5000)],
+           jsonb_build_object('i', i)
+    FROM generate_series(1, {EVENT_COUNT}) AS i
+    """
+)
+
+
+class Explain(Executable, ClauseElement):
+    """``EXPLAIN (FORMAT JSON) <statement>``, bound parameters and all."""
+
+    inherit_cache = False
+
+    def __init__(self, statement: ClauseElement) -> None:
+        self.statement = statement
+
+
+@compiles(Explain, "postgresql")
+def _explain(element: Explain, compiler: SQLCompiler, **kw: Any) -> str:
+    return "EXPLAIN (FORMAT JSON) " + compiler.process(element.statement, **kw)
+
+
+@pytest.fixture(scope="module")
+def filled(postgres_server_url: str) -> Iterator[Engine]:
+    """A database of its own with the events, vacuumed (so freshly inserted GIN entries
+    leave the index's pending list, as autovacuum does in production) and analysed."""
+    with fresh_postgres_database(postgres_server_url) as url:
+        engine = create_engine(url, poolclass=pool.NullPool)
+        upgrade(engine)
+        with engine.begin() as conn:
+            conn.execute(FILL)
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text(f"VACUUM ANALYZE {EVENTS_TABLE}"))
+        yield engine
+        engine.dispose()
+
+
+def plan_of(engine: Engine, statement: ClauseElement) -> dict[str, Any]:
+    with engine.connect() as conn:
+        document = conn.execute(Explain(statement)).scalar_one()
+    if isinstance(document, str):
+        document = json.loads(document)
+    plan: dict[str, Any] = document[0]["Plan"]
+    return plan
+
+
+def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from nodes(child)
+
+
+def indexes_used(plan: dict[str, Any]) -> set[str]:
+    return {str(n["Index Name"]) for n in nodes(plan) if "Index Name" in n}
+
+
+def assert_no_seq_scan(plan: dict[str, Any]) -> None:
+    scans = [n for n in nodes(plan) if n["Node Type"] == "Seq Scan"]
+    assert not scans, "sequential scan in plan:\n" + json.dumps(plan, indent=1)
+
+
+def read(query: Query, **kw: Any) -> Any:
+    options: dict[str, Any] = {"backwards": False, "limit": None, **kw}
+    return read_select(query, None, dialect=POSTGRESQL, **options)
+
+
+TAG_READS = {
+    "one tag": read(Query.of(tags=["course:7"])),
+    "two tags and a type": read(
+        Query.of(types=["StudentSubscribed"], tags=["course:7", "student:7"])
+    ),
+    "two items": read(Query([QueryItem(tags=["course:7"]), QueryItem(tags=["student:8"])])),
+    "one tag, backwards, limited": read(Query.of(tags=["student:42"]), backwards=True, limit=5),
+}
+
+TYPE_READS = {
+    "one type": read(Query.of(types=["CourseDefined"])),
+    "two types": read(Query.of(types=["CourseDefined", "CourseCapacityChanged"])),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TAG_READS))
+def test_tag_reads_use_the_gin_index(filled: Engine, case: str) -> None:
+    plan = plan_of(filled, TAG_READS[case])
+    assert_no_seq_scan(plan)
+    assert IX_EVENTS_TAGS in indexes_used(plan), json.dumps(plan, indent=1)
+
+
+@pytest.mark.parametrize("case", sorted(TYPE_READS))
+def test_type_reads_use_the_type_index(filled: Engine, case: str) -> None:
+    plan = plan_of(filled, TYPE_READS[case])
+    assert_no_seq_scan(plan)
+    assert IX_EVENTS_TYPE in indexes_used(plan), json.dumps(plan, indent=1)
+
+
+def current_head(engine: Engine) -> Head:
+    """A head after the last position, with a real snapshot (what a read hands back)."""
+    with engine.connect() as conn:
+        position, snapshot = conn.execute(
+            text(f"SELECT max(position), CAST(pg_current_snapshot() AS text) FROM {EVENTS_TABLE}")
+        ).one()
+    assert position == EVENT_COUNT
+    return Head(int(position), Snapshot.parse(str(snapshot)))
+
+
+CONFLICT_QUERIES = {
+    "tags": Query.of(tags=["course:7", "student:7"]),
+    "one tag": Query.of(tags=["course:7"]),
+    "type": Query.of(types=["CourseDefined"]),
+    "common type": Query.of(types=["StudentSubscribed"]),
+    "type and tag": Query.of(types=["StudentSubscribed"], tags=["course:7"]),
+}
+
+
+@pytest.mark.parametrize("with_snapshot", [True, False], ids=["snapshot", "bare-position"])
+@pytest.mark.parametrize("case", sorted(CONFLICT_QUERIES))
+def test_conflict_check_after_the_last_position_uses_indexes(
+    filled: Engine, case: str, with_snapshot: bool
+) -> None:
+    head = current_head(filled)
+    if not with_snapshot:
+        head = Head(head.position)
+    plan = plan_of(filled, conflict_select(CONFLICT_QUERIES[case], head, POSTGRESQL, None))
+    assert_no_seq_scan(plan)
+    assert indexes_used(plan) & OUR_INDEXES, json.dumps(plan, indent=1)
