@@ -1,5 +1,6 @@
 """sa_crablet: a Dynamic Consistency Boundary event store for SQLAlchemy applications."""
 
+from sa_crablet.commands import Command, CommandRecord, CommandResult, Decision
 from sa_crablet.config import EventStoreConfig
 from sa_crablet.events import Event, SequencedEvent, as_tags, split_tag, tag, tags
 from sa_crablet.exceptions import (
@@ -13,6 +14,7 @@ from sa_crablet.exceptions import (
     TooManyProjectionsError,
     ValidationError,
 )
+from sa_crablet.executor import CommandExecutor, Handler, RetryPolicy
 from sa_crablet.maintenance import allow_mutation
 from sa_crablet.migrate import create_schema, downgrade, include_object, upgrade
 from sa_crablet.projection import (
@@ -26,6 +28,7 @@ from sa_crablet.projection import (
     last_event,
 )
 from sa_crablet.query import AppendCondition, Head, Query, QueryItem, Snapshot, fail_if_exists
+from sa_crablet.schema import commands as commands_table
 from sa_crablet.schema import events, metadata
 from sa_crablet.sqlite import create_sqlite_engine
 from sa_crablet.statements import query_clause
@@ -35,6 +38,13 @@ from sa_crablet.streams import ProjectionStream, ReadResult
 __version__ = "0.1.0"
 
 __all__ = [
+    "Command",
+    "CommandExecutor",
+    "CommandRecord",
+    "CommandResult",
+    "Decision",
+    "Handler",
+    "RetryPolicy",
     "AppendCondition",
     "AppendOnlyError",
     "ConcurrencyError",
@@ -62,6 +72,7 @@ __all__ = [
     "allow_mutation",
     "as_tags",
     "by_type",
+    "commands_table",
     "counter",
     "create_schema",
     "create_sqlite_engine",

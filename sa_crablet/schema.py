@@ -46,6 +46,9 @@ NAMING_CONVENTION = {
 IX_EVENTS_TYPE = "ix_sa_crablet_events_type_position"
 IX_EVENTS_TAGS = "ix_sa_crablet_events_tags"
 IX_EVENTS_TRANSACTION = "ix_sa_crablet_events_transaction_id"
+IX_EVENTS_COMMAND = "ix_sa_crablet_events_command_id"
+COMMANDS_TABLE = f"{TABLE_PREFIX}commands"
+MAX_COMMAND_ID_LENGTH = 255
 POSTGRESQL_ONLY_INDEXES = frozenset({IX_EVENTS_TAGS, IX_EVENTS_TRANSACTION})
 """Indexes built on PostgreSQL only (``ddl_if``), which Alembic's autogenerate does not
 honour by itself: see :func:`sa_crablet.migrate.autogenerate_filter`."""
@@ -133,12 +136,30 @@ events = Table(
     # Which transaction wrote the row; read heads compare it with a snapshot (gap safety).
     Column("transaction_id", TransactionId(), nullable=True),
     Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # The command whose execution appended the event (NULL for plain appends).
+    Column("command_id", String(MAX_COMMAND_ID_LENGTH), nullable=True),
     sqlite_autoincrement=True,
 )
 
 Index(IX_EVENTS_TYPE, events.c.type, events.c.position)
 Index(IX_EVENTS_TAGS, events.c.tags, postgresql_using="gin").ddl_if(dialect="postgresql")
 Index(IX_EVENTS_TRANSACTION, events.c.transaction_id).ddl_if(dialect="postgresql")
+Index(IX_EVENTS_COMMAND, events.c.command_id)
+
+commands = Table(
+    COMMANDS_TABLE,
+    metadata,
+    # The caller's idempotency key, or a generated UUID: executing an id twice is a no-op.
+    Column("id", String(MAX_COMMAND_ID_LENGTH), primary_key=True),
+    Column("type", String(255), nullable=False),
+    Column("data", Payload(), nullable=True),
+    Column("metadata", Payload(), nullable=True),
+    Column("transaction_id", TransactionId(), nullable=True),
+    Column("executed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # The outcome, returned again when the same id is executed again.
+    Column("last_position", BigInteger().with_variant(Integer(), "sqlite"), nullable=True),
+    Column("event_count", Integer(), nullable=False),
+)
 
 
 # -- DDL that Core cannot express: defaults on xid8 and the append-only guard. ----------------
@@ -185,6 +206,11 @@ SQLITE_DROP_GUARD = tuple(
 )
 
 
+PG_COMMANDS_TRANSACTION_DEFAULT = (
+    f"ALTER TABLE {COMMANDS_TABLE} ALTER COLUMN transaction_id SET DEFAULT pg_current_xact_id()"
+)
+
+
 def postgresql_extra_ddl() -> tuple[str, ...]:
     return (PG_TRANSACTION_DEFAULT, PG_GUARD_FUNCTION, *PG_GUARD_TRIGGERS)
 
@@ -205,3 +231,8 @@ for _statement in sqlite_extra_ddl():
         "after_create",
         DDL(_statement).execute_if(dialect="sqlite"),  # type: ignore[no-untyped-call]
     )
+event.listen(
+    commands,
+    "after_create",
+    DDL(PG_COMMANDS_TRANSACTION_DEFAULT).execute_if(dialect="postgresql"),  # type: ignore[no-untyped-call]
+)

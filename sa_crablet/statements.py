@@ -25,12 +25,14 @@ from sqlalchemy import (
     true,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.visitors import InternalTraversal
 
 from sa_crablet.query import Head, Query, QueryItem
-from sa_crablet.schema import TagArray, events
+from sa_crablet.schema import TagArray, commands, events
 
 POSTGRESQL = "postgresql"
 SQLITE = "sqlite"
@@ -224,6 +226,7 @@ def insert_events(
 ) -> Insert:
     """Insert a batch, given as one JSON parameter ``batch`` (a list of
     ``[type, tags, data_json, metadata_json]``), in order, unless the condition matches.
+    Parameter ``command_id`` links the events to the command that produced them (or NULL).
 
     The check and the insert are one statement: nothing is written when it fails, and the
     host transaction stays usable. Returns the new positions.
@@ -243,6 +246,7 @@ def insert_events(
             cast(element.op("->>")(3), JSONB),
             func.pg_current_xact_id(),
             func.statement_timestamp(),
+            bindparam("command_id", type_=String),
         ]
         order = batch.c.n
     else:
@@ -253,13 +257,60 @@ def insert_events(
         columns = [func.json_extract(element, f"$[{i}]") for i in range(4)] + [
             bindparam("own_token", own_token, type_=BigInteger),
             func.strftime("%Y-%m-%d %H:%M:%f000", "now"),
+            bindparam("command_id", type_=String),
         ]
         order = batch.c.key
     source = select(*columns).select_from(batch).order_by(order)
     if condition_query is not None:
         source = source.where(~conflict_select(condition_query, head, dialect, own_token).exists())
-    names = ["type", "tags", "data", "metadata", "transaction_id", "recorded_at"]
+    names = ["type", "tags", "data", "metadata", "transaction_id", "recorded_at", "command_id"]
     return events.insert().from_select(names, source).returning(events.c.position)
+
+
+# -- the command log -----------------------------------------------------------------------------
+
+
+def insert_command(dialect: str) -> Insert:
+    """Record a command unless its id is already recorded; RETURNING tells which happened.
+
+    Parameters: ``id``, ``type``, ``data``, ``metadata``, ``last_position``,
+    ``event_count``. A concurrent transaction inserting the same id makes this statement
+    wait for it, then do nothing if it committed: exactly one execution per id.
+    """
+    insert = postgresql_insert if dialect == POSTGRESQL else sqlite_insert
+    return (
+        insert(commands)
+        .values(
+            id=bindparam("id"),
+            type=bindparam("type"),
+            data=bindparam("data"),
+            metadata=bindparam("metadata"),
+            last_position=bindparam("last_position"),
+            event_count=bindparam("event_count"),
+        )
+        .on_conflict_do_nothing(index_elements=[commands.c.id])
+        .returning(commands.c.id)
+    )
+
+
+def select_command() -> Select[Any]:
+    return select(commands).where(commands.c.id == bindparam("id"))
+
+
+def select_command_of_event() -> Select[Any]:
+    return (
+        select(commands)
+        .join(events, events.c.command_id == commands.c.id)
+        .where(events.c.position == bindparam("position"))
+    )
+
+
+def select_events_of_command() -> Select[Any]:
+    return (
+        select(*(events.c[name] for name in EVENT_COLUMNS))
+        .where(events.c.command_id == bindparam("id"))
+        .order_by(events.c.position)
+    )
 
 
 __all__ = [
@@ -269,10 +320,14 @@ __all__ = [
     "TagsContain",
     "after_clause",
     "conflict_select",
+    "insert_command",
     "insert_events",
     "item_clause",
     "lock_select",
     "not_own_clause",
     "query_clause",
     "read_select",
+    "select_command",
+    "select_command_of_event",
+    "select_events_of_command",
 ]

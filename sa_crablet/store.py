@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import secrets
 import threading
@@ -19,6 +20,7 @@ from sa_crablet import _locks, statements
 from sa_crablet._errors import translate
 from sa_crablet._limits import limiter
 from sa_crablet._validation import to_json
+from sa_crablet.commands import Command, CommandRecord
 from sa_crablet.config import EventStoreConfig
 from sa_crablet.events import Event, SequencedEvent
 from sa_crablet.exceptions import (
@@ -67,6 +69,14 @@ class EventStore:
         event matching ``condition.fail_if_events_match`` exists after ``condition.after``.
         Then the host transaction is still usable (``error.transaction_usable``).
         """
+        return self._append(events, condition, None)
+
+    def _append(
+        self,
+        events: Iterable[Event] | Event,
+        condition: AppendCondition | None,
+        command_id: str | None,
+    ) -> int:
         batch = self._check_batch(events)
         if condition is not None and not isinstance(condition, AppendCondition):
             raise ValidationError("condition", condition, "must be an AppendCondition or None")
@@ -90,7 +100,8 @@ class EventStore:
                             raise _condition_failed(condition, conflict)
                         checked_in_statement = None
                 statement = statements.insert_events(dialect, checked_in_statement, head, own)
-                positions = conn.execute(statement, {"batch": payload}).scalars().all()
+                params = {"batch": payload, "command_id": command_id}
+                positions = conn.execute(statement, params).scalars().all()
                 if not positions:
                     assert query is not None
                     conflict = conn.execute(
@@ -205,6 +216,65 @@ class EventStore:
             raise (translate(exc) or exc) from exc
         yield next_head(head, snapshot, highest, edge, count, backwards, limit)
 
+    # -- the command log -------------------------------------------------------------------------
+
+    def _record_command(self, command: Command, last_position: int | None, count: int) -> bool:
+        """Record an executed command; ``False`` if its id was already recorded (then the
+        caller must undo what it appended)."""
+        conn = self.session.connection()
+        params = {
+            "id": command.id,
+            "type": command.type,
+            "data": _checked_json("data", command.data),
+            "metadata": _checked_json("metadata", command.metadata),
+            "last_position": last_position,
+            "event_count": count,
+        }
+        try:
+            inserted = conn.execute(statements.insert_command(conn.dialect.name), params).first()
+        except DBAPIError as exc:
+            raise (translate(exc) or exc) from exc
+        return inserted is not None
+
+    def command(self, command_id: str) -> CommandRecord | None:
+        """The recorded command with this id, if it was executed."""
+        return self._one_command(statements.select_command(), {"id": command_id})
+
+    def command_of_event(self, position: int) -> CommandRecord | None:
+        """The command whose execution appended the event at ``position`` (one indexed
+        look-up), or ``None`` for an event appended outside any command."""
+        return self._one_command(statements.select_command_of_event(), {"position": position})
+
+    def events_of_command(self, command_id: str) -> list[SequencedEvent]:
+        """The events appended by the command with this id, in order (one indexed query)."""
+        conn = self.session.connection()
+        try:
+            rows = conn.execute(statements.select_events_of_command(), {"id": command_id})
+            return [to_event(row) for row in rows]
+        except DBAPIError as exc:
+            raise (translate(exc) or exc) from exc
+
+    def _one_command(self, statement: Any, params: dict[str, Any]) -> CommandRecord | None:
+        conn = self.session.connection()
+        try:
+            row = conn.execute(statement, params).mappings().first()
+        except DBAPIError as exc:
+            raise (translate(exc) or exc) from exc
+        if row is None:
+            return None
+        executed_at = row["executed_at"]
+        if executed_at.tzinfo is None:  # SQLite stores UTC without an offset
+            executed_at = executed_at.replace(tzinfo=dt.UTC)
+        return CommandRecord(
+            row["id"],
+            row["type"],
+            row["data"],
+            row["metadata"],
+            executed_at,
+            row["last_position"],
+            row["event_count"],
+        )
+
     # -- decision models -------------------------------------------------------------------------
 
     def project(
@@ -302,6 +372,12 @@ def _fresh_conflict(conn: Connection, query: Query, head: Head | None) -> int | 
         ).scalar()
         fresh.rollback()
     return conflict
+
+
+def _checked_json(field: str, value: Any) -> Any:
+    """Validate a payload as storable JSON; return it for the JSON column type to encode."""
+    to_json(field, value)
+    return value
 
 
 def _encode_batch(batch: list[Event]) -> str:

@@ -96,7 +96,8 @@ def postgres_engine(postgres_database_url: str) -> Iterator[Engine]:
 def clean_postgres(engine: Engine) -> None:
     with Session(engine) as session:
         with sa_crablet.allow_mutation(session):
-            session.execute(text(f"TRUNCATE {sa_crablet.events.name} RESTART IDENTITY"))
+            tables = f"{sa_crablet.events.name}, {sa_crablet.commands_table.name}"
+            session.execute(text(f"TRUNCATE {tables} RESTART IDENTITY"))
         session.commit()
 
 

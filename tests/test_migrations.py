@@ -44,7 +44,9 @@ from sa_crablet import AppendOnlyError, Event, EventStore, create_sqlite_engine
 from sa_crablet._errors import translate
 from sa_crablet.migrate import autogenerate_filter
 from sa_crablet.schema import (
+    COMMANDS_TABLE,
     EVENTS_TABLE,
+    IX_EVENTS_COMMAND,
     IX_EVENTS_TAGS,
     IX_EVENTS_TRANSACTION,
     IX_EVENTS_TYPE,
@@ -53,7 +55,7 @@ from sa_crablet.schema import (
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ALEMBIC = str(Path(sys.executable).parent / "alembic")
-HEAD = "0001_events"
+HEAD = "0002_commands"
 PG_TRIGGERS = {"sa_crablet_events_append_only", "sa_crablet_events_no_truncate"}
 SQLITE_TRIGGERS = {"sa_crablet_events_no_update", "sa_crablet_events_no_delete"}
 GUARD_FUNCTION = "sa_crablet_refuse_mutation"
@@ -250,7 +252,7 @@ def check_design(conn: Connection) -> None:
         assert types["position"] == "INTEGER"  # the rowid alias AUTOINCREMENT needs
         assert types["tags"] == types["data"] == types["metadata"] == "JSON"
         names = {str(i["name"]) for i in inspect(conn).get_indexes(EVENTS_TABLE)}
-        assert names == {IX_EVENTS_TYPE}
+        assert names == {IX_EVENTS_TYPE, IX_EVENTS_COMMAND}
     assert guard_objects(conn) == expected_guard(conn.dialect.name)
 
 
@@ -265,7 +267,7 @@ def test_upgrade_builds_exactly_the_core_metadata(fresh_url: str) -> None:
         sa_crablet.upgrade(engine)
         with engine.connect() as conn:
             assert schema_differences(conn) == []
-            assert table_names(conn) == {EVENTS_TABLE, VERSION_TABLE}
+            assert table_names(conn) == {EVENTS_TABLE, COMMANDS_TABLE, VERSION_TABLE}
             assert "alembic_version" not in table_names(conn)
             assert versions(conn, VERSION_TABLE) == [HEAD]
             check_design(conn)
@@ -273,6 +275,7 @@ def test_upgrade_builds_exactly_the_core_metadata(fresh_url: str) -> None:
             if conn.dialect.name == "postgresql":
                 altered = MetaData()
                 sa_crablet.events.to_metadata(altered).c.data.type = JSON()
+                sa_crablet.commands_table.to_metadata(altered)
                 changes = schema_differences(conn, altered)
                 assert [change[0][0] for change in changes] == ["modify_type"], changes
         sa_crablet.upgrade(engine)  # already at head: nothing to do
@@ -327,7 +330,7 @@ def test_alembic_command_line_from_the_repository(fresh_url: str) -> None:
     env = clean_environment(SA_CRABLET_DATABASE_URL=fresh_url)
     run([ALEMBIC, "upgrade", "head"], cwd=REPO_ROOT, env=env)
     with engine_for(fresh_url) as engine, engine.connect() as conn:
-        assert table_names(conn) == {EVENTS_TABLE, VERSION_TABLE}
+        assert table_names(conn) == {EVENTS_TABLE, COMMANDS_TABLE, VERSION_TABLE}
         assert versions(conn, VERSION_TABLE) == [HEAD]
         assert schema_differences(conn) == []
     assert HEAD in run([ALEMBIC, "current"], cwd=REPO_ROOT, env=env).stdout
@@ -416,7 +419,7 @@ def test_installed_package_carries_its_migrations(
     assert len(output) == 2
     assert all(Path(path).is_relative_to(unpacked_wheel) for path in output), output
     with engine_for(fresh_url) as engine, engine.connect() as conn:
-        assert table_names(conn) == {EVENTS_TABLE, VERSION_TABLE}
+        assert table_names(conn) == {EVENTS_TABLE, COMMANDS_TABLE, VERSION_TABLE}
         assert versions(conn, VERSION_TABLE) == [HEAD]
 
 
@@ -530,7 +533,13 @@ def test_host_alembic_environment_runs_sa_crablet_migrations(
 
     metadata = host_metadata(host_project)
     with engine_for(fresh_url) as engine, engine.connect() as conn:
-        assert table_names(conn) == {"host_things", "alembic_version", EVENTS_TABLE, VERSION_TABLE}
+        assert table_names(conn) == {
+            "host_things",
+            "alembic_version",
+            EVENTS_TABLE,
+            COMMANDS_TABLE,
+            VERSION_TABLE,
+        }
         assert versions(conn, "alembic_version") == [HOST_REVISION]
         assert versions(conn, VERSION_TABLE) == [HEAD]
         assert schema_differences(conn) == []
@@ -545,7 +554,7 @@ def test_host_alembic_environment_runs_sa_crablet_migrations(
         assert host_autogenerate(include_object=sa_crablet.include_object) == []
         # ... without it, it would drop them.
         dropped = {change[1].name for change in host_autogenerate() if change[0] == "remove_table"}
-        assert dropped == {EVENTS_TABLE, VERSION_TABLE}
+        assert dropped == {EVENTS_TABLE, COMMANDS_TABLE, VERSION_TABLE}
 
     # Running the host's upgrade again is a no-op for both histories.
     run([ALEMBIC, "upgrade", "head"], cwd=host_project, env=env)

@@ -1,0 +1,171 @@
+"""The command executor: a handler decides inside the transaction, its events and the
+command record commit together, duplicates are recognised, conflicts can be retried."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
+
+from sa_crablet._errors import translate
+from sa_crablet.commands import Command, CommandResult, as_decision
+from sa_crablet.config import EventStoreConfig
+from sa_crablet.exceptions import ConcurrencyError, ValidationError
+from sa_crablet.store import EventStore
+
+Handler = Callable[[EventStore, Command], Any]
+"""``handler(store, command)`` reads or projects through ``store`` (bound to the command's
+transaction) and returns a ``Decision``, events, ``(events, condition)`` or ``None``."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How a store-managed execution retries a lost race (``ConcurrencyError``, including
+    serialization failures and deadlocks): up to ``attempts`` handler runs in all, sleeping
+    ``backoff * 2**n`` seconds (capped at ``max_backoff``, with full jitter) in between."""
+
+    attempts: int = 5
+    backoff: float = 0.005
+    max_backoff: float = 0.2
+
+    def __post_init__(self) -> None:
+        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
+            raise ValidationError("attempts", self.attempts, "must be an int >= 1")
+        if self.attempts < 1:
+            raise ValidationError("attempts", self.attempts, "must be an int >= 1")
+        if self.backoff < 0 or self.max_backoff < 0:
+            raise ValidationError("backoff", self.backoff, "must not be negative")
+
+    def delay(self, retry: int) -> float:
+        return random.uniform(0, min(self.max_backoff, self.backoff * 2**retry))
+
+
+NO_RETRY = RetryPolicy(attempts=1)
+
+
+class CommandExecutor:
+    """Executes commands with handlers, in the caller's transaction or in its own.
+
+    ``bind`` is a ``Session`` (the host's transaction: the executor never commits it and
+    never retries in it), or a ``sessionmaker`` / ``Engine`` (each execution gets its own
+    transaction, committed on success and retried on conflicts per ``retry``).
+    """
+
+    def __init__(
+        self,
+        bind: Session | sessionmaker[Session] | Engine,
+        *,
+        config: EventStoreConfig | None = None,
+        retry: RetryPolicy = RetryPolicy(),
+        require_events: bool = True,
+    ) -> None:
+        if not isinstance(bind, Session | sessionmaker | Engine):
+            raise ValidationError("bind", bind, "a Session, a sessionmaker or an Engine")
+        self.bind = bind
+        self.config = config
+        self.retry = retry
+        self.require_events = require_events
+        self._handlers: dict[str, Handler] = {}
+
+    # -- routing -------------------------------------------------------------------------------
+
+    def register(self, command_type: str, handler: Handler) -> None:
+        """Route commands of ``command_type`` to ``handler`` when ``execute`` gets none."""
+        if not callable(handler):
+            raise ValidationError("handler", handler, "must be callable")
+        self._handlers[command_type] = handler
+
+    def handles(self, command_type: str) -> Callable[[Handler], Handler]:
+        """Decorator form of :meth:`register`."""
+
+        def decorate(handler: Handler) -> Handler:
+            self.register(command_type, handler)
+            return handler
+
+        return decorate
+
+    # -- execution -----------------------------------------------------------------------------
+
+    def execute(self, command: Command, handler: Handler | None = None) -> CommandResult:
+        """Run ``handler`` for ``command`` and append what it decides, atomically with the
+        command's record. A command id executed before returns its first outcome."""
+        if not isinstance(command, Command):
+            raise ValidationError("command", command, "must be a Command")
+        if handler is None:
+            handler = self._handlers.get(command.type)
+            if handler is None:
+                raise ValidationError("command", command.type, "no handler for this type")
+        if isinstance(self.bind, Session):
+            return self._execute_in(self.bind, command, handler, attempts=1, host=True)
+        factory = self.bind if isinstance(self.bind, sessionmaker) else sessionmaker(self.bind)
+        retry = 0
+        while True:
+            try:
+                with factory() as session:
+                    result = self._execute_in(
+                        session, command, handler, attempts=retry + 1, host=False
+                    )
+                    _commit(session)
+                    return result
+            except ConcurrencyError:
+                retry += 1
+                if retry >= self.retry.attempts:
+                    raise
+                time.sleep(self.retry.delay(retry - 1))
+
+    def _execute_in(
+        self, session: Session, command: Command, handler: Handler, *, attempts: int, host: bool
+    ) -> CommandResult:
+        store = EventStore(session, self.config)
+        if not host and session.get_bind().dialect.name == "sqlite":
+            # Take SQLite's write lock up front: a transaction that reads first and writes
+            # later would otherwise fail to upgrade when another writer got in between.
+            session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+        done = store.command(command.id)
+        if done is not None:
+            return CommandResult(command.id, done.last_position, done.event_count, True, attempts)
+        # In the host's transaction, a savepoint makes "nothing is written" hold for a failed
+        # handler or a duplicate, while the host's own earlier work stays.
+        scope = session.begin_nested() if host else None
+        try:
+            decision = as_decision(handler(store, command))
+            if self.require_events and not decision.events:
+                raise ValidationError(
+                    "handler", decision, f"the handler for {command.type!r} returned no events"
+                )
+            position = None
+            if decision.events:
+                position = store._append(decision.events, decision.condition, command.id)
+            if not store._record_command(command, position, len(decision.events)):
+                # The same id committed meanwhile (we waited for it): undo, report the first.
+                if scope is not None:
+                    scope.rollback()
+                    scope = None
+                else:
+                    session.rollback()
+                first = store.command(command.id)
+                assert first is not None
+                return CommandResult(
+                    command.id, first.last_position, first.event_count, True, attempts
+                )
+        except BaseException:
+            if scope is not None and scope.is_active:
+                scope.rollback()
+            raise
+        if scope is not None:
+            scope.commit()
+        return CommandResult(command.id, position, len(decision.events), False, attempts)
+
+
+def _commit(session: Session) -> None:
+    """Commit, turning a serialization failure raised at COMMIT into ``ConcurrencyError``."""
+    try:
+        session.commit()
+    except DBAPIError as exc:
+        raise (translate(exc) or exc) from exc
