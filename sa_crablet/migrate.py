@@ -39,8 +39,15 @@ def _run(bind: Engine | Connection, command: str, revision: str) -> None:
     from alembic import command as commands
 
     if isinstance(bind, Engine):
-        with bind.begin() as connection:
+        with bind.connect() as connection:
+            if connection.dialect.name == "sqlite":
+                # pysqlite commits DDL as it goes unless a transaction is open: make the
+                # whole run atomic, so a failure never leaves half a schema behind.
+                connection.exec_driver_sql("BEGIN")
+            # Otherwise Alembic begins and commits the transaction itself, which lets a
+            # revision use autocommit_block() (CREATE INDEX CONCURRENTLY).
             _run(connection, command, revision)
+            connection.commit()
         return
     with _outer_alembic_proxies_kept():
         getattr(commands, command)(alembic_config(bind), revision)

@@ -20,6 +20,7 @@ from sqlalchemy import (
     case,
     cast,
     func,
+    null,
     or_,
     select,
     true,
@@ -131,28 +132,14 @@ def _xid8_type(element: _Xid8Type, compiler: Any, **kw: Any) -> str:
 _XID8 = _Xid8Type()
 
 
-def not_own_clause(dialect: str, own: int | None) -> ColumnElement[bool]:
-    """Exclude the appending transaction's own events from a conflict check: a transaction
-    cannot race with itself, and a snapshot never counts the reader's own writes.
-
-    ``own`` is that transaction's id (PostgreSQL ``xid8``, or the SQLite token); on
-    PostgreSQL ``None`` means "the transaction running this statement".
+def conflict_select(query: Query, head: Head | None, dialect: str) -> Select[Any]:
+    """The first event that makes an append condition fail: one matching the query that
+    ``head`` did not cover. The appending transaction's own events count like any other,
+    except those its read saw (``Snapshot.own``), so "unique within one transaction" holds.
     """
-    xid = events.c.transaction_id
-    if dialect == POSTGRESQL:
-        if own is None:
-            return xid.is_distinct_from(func.pg_current_xact_id_if_assigned())
-        return xid.is_distinct_from(cast(str(own), _XID8))
-    if own is None:
-        return true()
-    return xid.is_distinct_from(own)
-
-
-def conflict_select(query: Query, head: Head | None, dialect: str, own: int | None) -> Select[Any]:
-    """The first event that makes an append condition fail."""
     return (
         select(events.c.position)
-        .where(query_clause(query), after_clause(head, dialect), not_own_clause(dialect, own))
+        .where(query_clause(query), after_clause(head, dialect))
         .order_by(events.c.position)
         .limit(1)
     )
@@ -221,9 +208,7 @@ def lock_select() -> Select[Any]:
     return select(func.current_setting("transaction_isolation"), taken)
 
 
-def insert_events(
-    dialect: str, condition_query: Query | None, head: Head | None, own_token: int | None
-) -> Insert:
+def insert_events(dialect: str, condition_query: Query | None, head: Head | None) -> Insert:
     """Insert a batch, given as one JSON parameter ``batch`` (a list of
     ``[type, tags, data_json, metadata_json]``), in order, unless the condition matches.
     Parameter ``command_id`` links the events to the command that produced them (or NULL).
@@ -255,14 +240,14 @@ def insert_events(
         )
         element = batch.c.value
         columns = [func.json_extract(element, f"$[{i}]") for i in range(4)] + [
-            bindparam("own_token", own_token, type_=BigInteger),
+            null(),
             func.strftime("%Y-%m-%d %H:%M:%f000", "now"),
             bindparam("command_id", type_=String),
         ]
         order = batch.c.key
     source = select(*columns).select_from(batch).order_by(order)
     if condition_query is not None:
-        source = source.where(~conflict_select(condition_query, head, dialect, own_token).exists())
+        source = source.where(~conflict_select(condition_query, head, dialect).exists())
     names = ["type", "tags", "data", "metadata", "transaction_id", "recorded_at", "command_id"]
     return events.insert().from_select(names, source).returning(events.c.position)
 
@@ -324,7 +309,6 @@ __all__ = [
     "insert_events",
     "item_clause",
     "lock_select",
-    "not_own_clause",
     "query_clause",
     "read_select",
     "select_command",

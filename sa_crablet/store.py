@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import secrets
 import threading
 import time
 import weakref
@@ -12,9 +11,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
-from sqlalchemy import Connection, Engine, String, create_engine, func, select, text
+from sqlalchemy import Connection, Engine, create_engine, func, select, text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, scoped_session
+from sqlalchemy.pool import Pool
 
 from sa_crablet import _locks, statements
 from sa_crablet._errors import translate
@@ -33,10 +33,6 @@ from sa_crablet.projection import DecisionModel, StateProjector, check_projector
 from sa_crablet.query import AppendCondition, Head, Query, Snapshot, check_after
 from sa_crablet.streams import ProjectionStream, ReadResult, next_head, project_events, to_event
 
-# SQLite has no transaction ids: each store-visible transaction gets a random token instead,
-# so a transaction's own events can be told apart in conflict checks (see not_own_clause).
-_sqlite_tokens: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
-
 
 class EventStore:
     """A DCB event store that works inside the caller's ``Session`` transaction.
@@ -45,7 +41,11 @@ class EventStore:
     back with whatever else the host does in the same transaction.
     """
 
-    def __init__(self, session: Session, config: EventStoreConfig | None = None) -> None:
+    def __init__(
+        self, session: Session | scoped_session[Session], config: EventStoreConfig | None = None
+    ) -> None:
+        if isinstance(session, scoped_session):  # e.g. Flask-SQLAlchemy's db.session
+            session = session()
         if not isinstance(session, Session):
             raise ValidationError("session", session, "EventStore needs a SQLAlchemy Session")
         self.session = session
@@ -86,26 +86,24 @@ class EventStore:
 
         conn = self.session.connection()
         dialect = conn.dialect.name
-        own = _own_token(conn) if dialect != statements.POSTGRESQL else None
         try:
             with self._appends.slot(), self._timeouts(conn):
-                checked_in_statement = query
                 if query is not None and dialect == statements.POSTGRESQL:
                     isolation = self._lock(conn, query, batch)
                     if isolation != "read committed":
                         # A fixed snapshot (REPEATABLE READ, SERIALIZABLE) cannot see what
-                        # was committed after it, so the check runs on a fresh snapshot.
+                        # others committed after it: check on a fresh snapshot as well. The
+                        # in-statement check below still sees this transaction's own events.
                         conflict = _fresh_conflict(conn, query, head)
                         if conflict is not None:
                             raise _condition_failed(condition, conflict)
-                        checked_in_statement = None
-                statement = statements.insert_events(dialect, checked_in_statement, head, own)
+                statement = statements.insert_events(dialect, query, head)
                 params = {"batch": payload, "command_id": command_id}
                 positions = conn.execute(statement, params).scalars().all()
                 if not positions:
                     assert query is not None
                     conflict = conn.execute(
-                        statements.conflict_select(query, head, dialect, own)
+                        statements.conflict_select(query, head, dialect)
                     ).scalar()
                     raise _condition_failed(condition, conflict)
         except DBAPIError as exc:
@@ -348,7 +346,7 @@ def _condition_failed(condition: AppendCondition | None, position: int | None) -
 # One small pool per application engine for the fresh-snapshot checks of REPEATABLE READ
 # and SERIALIZABLE transactions. It is separate so a check never waits for a connection that
 # a host transaction (itself waiting for this check) holds.
-_side_engines: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+_side_engines: weakref.WeakKeyDictionary[Pool, Engine] = weakref.WeakKeyDictionary()
 _side_lock = threading.Lock()
 
 
@@ -357,18 +355,17 @@ def _fresh_conflict(conn: Connection, query: Query, head: Head | None) -> int | 
 
     The host transaction already holds the condition's locks, so no conflicting conditional
     append can commit between this check and the host's commit; an unconditional append
-    that commits after it is ordered after this decision, which is consistent.
+    that commits after it is ordered after this decision, which is consistent. Events of
+    the host transaction itself are invisible here; the in-statement check covers them.
     """
-    own = int(conn.execute(select(func.pg_current_xact_id().cast(String))).scalar_one())
+    pool = conn.engine.pool  # shared by every execution_options() view of the engine
     with _side_lock:
-        side = _side_engines.get(conn.engine)
+        side = _side_engines.get(pool)
         if side is None:
-            side = _side_engines[conn.engine] = create_engine(
-                conn.engine.url, pool=conn.engine.pool.recreate()
-            )
+            side = _side_engines[pool] = create_engine(conn.engine.url, pool=pool.recreate())
     with side.connect() as fresh:
         conflict: int | None = fresh.execute(
-            statements.conflict_select(query, head, statements.POSTGRESQL, own)
+            statements.conflict_select(query, head, statements.POSTGRESQL)
         ).scalar()
         fresh.rollback()
     return conflict
@@ -386,16 +383,6 @@ def _encode_batch(batch: list[Event]) -> str:
         for e in batch
     ]
     return json.dumps(rows, separators=(",", ":"), ensure_ascii=False)
-
-
-def _own_token(conn: Connection) -> int:
-    transaction = conn.get_transaction()
-    if transaction is None:  # pragma: no cover - session.connection() always begins one
-        return secrets.randbits(62)
-    token = _sqlite_tokens.get(transaction)
-    if token is None:
-        token = _sqlite_tokens[transaction] = secrets.randbits(62)
-    return token
 
 
 @contextmanager

@@ -100,16 +100,20 @@ def test_fixed_snapshot_decision_sees_later_commits(
         with pytest.raises(ConcurrencyError) as error:
             store.append(Event("Decided", ["course:fixed"]), AppendCondition(query, result.head))
         assert error.value.position == 1 and error.value.transaction_usable
-        # Its own events never conflict, and an unrelated boundary is free.
+        # Its own earlier events count as seen by a later read, though its fixed snapshot
+        # was taken before they were written; a later own write is not seen.
+        other = Query.of(tags=["course:other"])
         store.append(Event("Own", ["course:other"]))
-        store.append(
-            Event("Decided", ["course:other"]),
-            AppendCondition(Query.of(tags=["course:other"]), result.head),
-        )
+        own_read = store.read(other)
+        assert len(list(own_read)) == 1
+        store.append(Event("Decided", ["course:other"]), AppendCondition(other, own_read.head))
+        store.append(Event("Own", ["course:other"]))
+        with pytest.raises(ConcurrencyError):
+            store.append(Event("Decided", ["course:other"]), AppendCondition(other, own_read.head))
         decider.commit()
     finally:
         decider.close()
-    assert count_events(engine) == 3
+    assert count_events(engine) == 4
 
 
 @pytest.mark.postgresql_only

@@ -166,6 +166,6 @@ def test_conflict_check_after_the_last_position_uses_indexes(
     head = current_head(filled)
     if not with_snapshot:
         head = Head(head.position)
-    plan = plan_of(filled, conflict_select(CONFLICT_QUERIES[case], head, POSTGRESQL, None))
+    plan = plan_of(filled, conflict_select(CONFLICT_QUERIES[case], head, POSTGRESQL))
     assert_no_seq_scan(plan)
     assert indexes_used(plan) & OUR_INDEXES, json.dumps(plan, indent=1)

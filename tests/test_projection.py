@@ -86,7 +86,7 @@ def test_initial_state_is_never_shared(store: EventStore) -> None:
         items.append(e.data["sku"])
         return items
 
-    projector = StateProjector("items", Query.of(tags=["cart"]), [], add)
+    projector: StateProjector[list[str]] = StateProjector("items", Query.of(tags=["cart"]), [], add)
     assert store.project([projector]).states["items"] == ["a", "b"]
     assert store.project([projector]).states["items"] == ["a", "b"]
     assert projector.initial_state == []

@@ -22,6 +22,7 @@ from sa_crablet import (
     allow_mutation,
     create_sqlite_engine,
     events,
+    fail_if_exists,
 )
 from tests.conftest import count_events
 
@@ -105,19 +106,33 @@ def test_savepoint_rolls_back_only_its_events(engine: Engine) -> None:
         assert [e.type for e in EventStore(session).read(Query.all())] == ["Kept", "AlsoKept"]
 
 
-def test_own_earlier_appends_never_conflict(engine: Engine) -> None:
+def test_own_events_before_the_read_are_seen_and_later_ones_conflict(engine: Engine) -> None:
     query = Query.of(tags=["cart:1"])
     with Session(engine) as session:
         store = EventStore(session)
-        store.append(Event("Created", ["cart:1"]))
+        store.append(Event("Created", ["cart:1"]))  # written before the read: seen by it
         result = store.read(query)
         assert len(list(result)) == 1
-        store.append(Event("ItemAdded", ["cart:1"]))  # after the read, same transaction
         store.append(Event("Checked", ["cart:1"]), AppendCondition(query, result.head))
+        # A write after the read is a change the decision did not see, even our own.
+        store.append(Event("ItemAdded", ["cart:1"]))
+        with pytest.raises(ConcurrencyError) as error:
+            store.append(Event("Checked", ["cart:1"]), AppendCondition(query, result.head))
+        assert error.value.position == 2
         again = store.read(query, after=result.head)
-        assert [e.type for e in again] == ["ItemAdded", "Checked"]
+        assert [e.type for e in again] == ["Checked", "ItemAdded"]
         session.commit()
     assert count_events(engine) == 3
+
+
+def test_uniqueness_holds_within_one_transaction(engine: Engine) -> None:
+    with Session(engine) as session:
+        store = EventStore(session)
+        store.append(Event("Registered", ["username:alice"]), fail_if_exists("username:alice"))
+        with pytest.raises(ConcurrencyError):
+            store.append(Event("Registered", ["username:alice"]), fail_if_exists("username:alice"))
+        session.commit()
+    assert count_events(engine) == 1
 
 
 def test_stored_events_are_append_only(engine: Engine) -> None:

@@ -1,0 +1,153 @@
+"""What the Flask and FastAPI apps share: the host's table, the request logic, the error
+mapping. Nothing here commits: each framework wraps a request in one transaction.
+
+The host application keeps its own ORM table, ``example_enrollments`` (a read model of who
+is enrolled where). Enrolling appends a ``StudentEnrolled`` event *and* inserts a row in
+the same ``Session``, so both commit together or neither does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import BigInteger, DateTime, String, delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from examples import courses
+from examples._common import DATABASE_URL_VARIABLE, normalize_url
+from sa_crablet import ConcurrencyError, EventStore, OperationTimeoutError, ValidationError
+
+
+class Base(DeclarativeBase):
+    """The host application's own tables."""
+
+
+class Enrollment(Base):
+    """Who is enrolled where, kept by the host next to the events."""
+
+    __tablename__ = "example_enrollments"
+
+    course_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    student_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger)  # of the StudentEnrolled event
+    enrolled_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=lambda: dt.datetime.now(dt.UTC)
+    )
+
+
+def database_url(explicit: str | None) -> str:
+    """The URL to use: ``explicit``, else ``$DATABASE_URL``, else a new temporary SQLite
+    file (kept after exit, so a served app keeps its data while it runs)."""
+    url = explicit or os.environ.get(DATABASE_URL_VARIABLE)
+    if url:
+        return normalize_url(url)
+    directory = Path(tempfile.mkdtemp(prefix="sa_crablet_web_"))
+    return f"sqlite:///{directory / 'courses.sqlite3'}"
+
+
+# -- requests: each runs in the caller's Session, which the framework commits ---------------------
+
+
+def schedule_course(session: Session, course_id: str, title: str, capacity: int) -> dict[str, Any]:
+    position = courses.schedule_course(EventStore(session), course_id, title, capacity)
+    return {"id": course_id, "title": title, "capacity": capacity, "position": position}
+
+
+def register_student(session: Session, student_id: str, name: str) -> dict[str, Any]:
+    position = courses.register_student(EventStore(session), student_id, name)
+    return {"id": student_id, "name": name, "position": position}
+
+
+def enroll(session: Session, course_id: str, student_id: str) -> dict[str, Any]:
+    """Append the event (under its decision model's condition), then write the host's row.
+    A lost race raises ``ConcurrencyError`` before the row is written; a refused row
+    (``IntegrityError``) rolls the event back with it."""
+    position = courses.enroll(EventStore(session), course_id, student_id)
+    session.add(Enrollment(course_id=course_id, student_id=student_id, position=position))
+    session.flush()  # the host's constraints run now, inside the same transaction
+    return {"course_id": course_id, "student_id": student_id, "position": position}
+
+
+def unenroll(session: Session, course_id: str, student_id: str) -> dict[str, Any]:
+    position = courses.unenroll(EventStore(session), course_id, student_id)
+    session.execute(
+        delete(Enrollment).where(
+            Enrollment.course_id == course_id, Enrollment.student_id == student_id
+        )
+    )
+    return {"course_id": course_id, "student_id": student_id, "position": position}
+
+
+def enrollment_rows(session: Session, course_id: str) -> list[str]:
+    query = select(Enrollment.student_id).where(Enrollment.course_id == course_id)
+    return sorted(session.scalars(query))
+
+
+def course_view(session: Session, course_id: str) -> dict[str, Any]:
+    """The course folded from its events, next to the host's rows for it."""
+    state = courses.course_state(EventStore(session), course_id)
+    if not state.scheduled:
+        raise courses.NotFound("unknown_course", f"no course {course_id!r}")
+    return {
+        "id": course_id,
+        "title": state.title,
+        "capacity": state.capacity,
+        "seats_left": state.seats_left,
+        "students": sorted(state.students),
+        "enrollment_rows": enrollment_rows(session, course_id),
+    }
+
+
+def student_view(session: Session, student_id: str) -> dict[str, Any]:
+    state = courses.student_state(EventStore(session), student_id)
+    if not state.registered:
+        raise courses.NotFound("unknown_student", f"no student {student_id!r}")
+    return {"id": student_id, "name": state.name, "courses": sorted(state.courses)}
+
+
+# -- errors --------------------------------------------------------------------------------------
+
+HANDLED: tuple[type[Exception], ...] = (
+    ConcurrencyError,
+    ValidationError,
+    courses.Refused,
+    OperationTimeoutError,
+    IntegrityError,
+)
+"""The exceptions both apps turn into JSON answers (after rolling the transaction back)."""
+
+
+def error_response(error: Exception) -> tuple[int, dict[str, Any]]:
+    """The HTTP status and JSON body for one of :data:`HANDLED`."""
+    if isinstance(error, ConcurrencyError):
+        return 409, {
+            "error": "conflict",
+            "message": (
+                "another request changed this course or student after it was read; "
+                "nothing was written. Read again and retry."
+            ),
+            "conflicting_position": error.position,
+            "detail": str(error),
+            "retryable": True,
+        }
+    if isinstance(error, ValidationError):
+        return 422, {"error": "validation_error", "field": error.field, "message": error.message}
+    if isinstance(error, courses.Refused):
+        return error.status, {"error": error.code, "message": error.message}
+    if isinstance(error, OperationTimeoutError):
+        return 503, {"error": "timeout", "message": str(error), "retryable": True}
+    if isinstance(error, IntegrityError):
+        return 409, {
+            "error": "integrity_error",
+            "message": "the host database refused the write; nothing was written",
+        }
+    raise TypeError(f"not an error the apps answer: {error!r}") from error
+
+
+def invalid_request(message: str) -> courses.Invalid:
+    return courses.Invalid("invalid_request", message)
