@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from sa_crablet.schema import (
     ALLOW_MUTATION_SETTING,
     SQLITE_DROP_GUARD,
-    sqlite_extra_ddl,
+    SQLITE_GUARD_TRIGGERS,
 )
 
 
@@ -37,5 +37,5 @@ def allow_mutation(session: Session) -> Iterator[None]:
     try:
         yield
     finally:
-        for statement in sqlite_extra_ddl():
+        for statement in SQLITE_GUARD_TRIGGERS:
             conn.execute(text(statement))

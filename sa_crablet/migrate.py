@@ -15,7 +15,13 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 from sqlalchemy.schema import SchemaItem
 
-from sa_crablet.schema import POSTGRESQL_ONLY_INDEXES, TABLE_PREFIX, VERSION_TABLE, metadata
+from sa_crablet.schema import (
+    EVENT_TAGS_TABLE,
+    POSTGRESQL_ONLY_INDEXES,
+    TABLE_PREFIX,
+    VERSION_TABLE,
+    metadata,
+)
 
 IncludeObject = Callable[[SchemaItem, str | None, str, bool, Any], bool]
 """The signature of Alembic's ``include_object`` hook."""
@@ -111,6 +117,8 @@ def autogenerate_filter(dialect_name: str) -> IncludeObject:
     ) -> bool:
         if include_object(obj, name, type_, reflected, compare_to):
             return False  # not ours
+        if type_ == "table" and name == EVENT_TAGS_TABLE:
+            return False  # SQLite's tag index: raw DDL kept in step by triggers
         return not (
             type_ == "index" and name in POSTGRESQL_ONLY_INDEXES and dialect_name != "postgresql"
         )

@@ -215,8 +215,40 @@ def postgresql_extra_ddl() -> tuple[str, ...]:
     return (PG_TRANSACTION_DEFAULT, PG_GUARD_FUNCTION, *PG_GUARD_TRIGGERS)
 
 
+# SQLite has no GIN: a side table indexes (tag, position), kept in step by triggers, so tag
+# queries look positions up by index instead of scanning every event's JSON array.
+EVENT_TAGS_TABLE = f"{TABLE_PREFIX}event_tags"
+SQLITE_TAG_INDEX = (
+    f"CREATE TABLE {EVENT_TAGS_TABLE} (tag TEXT NOT NULL, position INTEGER NOT NULL, "
+    f"CONSTRAINT pk_{EVENT_TAGS_TABLE} PRIMARY KEY (tag, position)) WITHOUT ROWID",
+    f"CREATE TRIGGER {TABLE_PREFIX}events_tags_insert AFTER INSERT ON {EVENTS_TABLE} BEGIN "
+    f"INSERT INTO {EVENT_TAGS_TABLE} (tag, position) "
+    f"SELECT value, NEW.position FROM json_each(NEW.tags); END",
+    # Only reachable through allow_mutation (maintenance): keep the index exact anyway.
+    f"CREATE TRIGGER {TABLE_PREFIX}events_tags_delete AFTER DELETE ON {EVENTS_TABLE} BEGIN "
+    f"DELETE FROM {EVENT_TAGS_TABLE} WHERE position = OLD.position "
+    f"AND tag IN (SELECT value FROM json_each(OLD.tags)); END",
+    f"CREATE TRIGGER {TABLE_PREFIX}events_tags_update AFTER UPDATE OF tags, position "
+    f"ON {EVENTS_TABLE} BEGIN "
+    f"DELETE FROM {EVENT_TAGS_TABLE} WHERE position = OLD.position "
+    f"AND tag IN (SELECT value FROM json_each(OLD.tags)); "
+    f"INSERT INTO {EVENT_TAGS_TABLE} (tag, position) "
+    f"SELECT value, NEW.position FROM json_each(NEW.tags); END",
+)
+SQLITE_TAG_INDEX_BACKFILL = (
+    f"INSERT INTO {EVENT_TAGS_TABLE} (tag, position) "
+    f"SELECT t.value, e.position FROM {EVENTS_TABLE} AS e, json_each(e.tags) AS t"
+)
+SQLITE_DROP_TAG_INDEX = (
+    f"DROP TRIGGER IF EXISTS {TABLE_PREFIX}events_tags_update",
+    f"DROP TRIGGER IF EXISTS {TABLE_PREFIX}events_tags_delete",
+    f"DROP TRIGGER IF EXISTS {TABLE_PREFIX}events_tags_insert",
+    f"DROP TABLE IF EXISTS {EVENT_TAGS_TABLE}",
+)
+
+
 def sqlite_extra_ddl() -> tuple[str, ...]:
-    return SQLITE_GUARD_TRIGGERS
+    return (*SQLITE_GUARD_TRIGGERS, *SQLITE_TAG_INDEX)
 
 
 for _statement in postgresql_extra_ddl():

@@ -33,7 +33,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.visitors import InternalTraversal
 
 from sa_crablet.query import Head, Query, QueryItem
-from sa_crablet.schema import TagArray, commands, events
+from sa_crablet.schema import EVENT_TAGS_TABLE, TagArray, commands, events
 
 POSTGRESQL = "postgresql"
 SQLITE = "sqlite"
@@ -42,19 +42,24 @@ SQLITE = "sqlite"
 
 
 class TagsContain(ColumnElement[bool]):
-    """``column`` holds every tag in ``tags``: ``@>`` over ``text[]`` on PostgreSQL (GIN),
-    a ``json_each`` count on SQLite. Tags are always bound as one parameter."""
+    """The event holds every tag in ``tags``: ``@>`` over ``text[]`` on PostgreSQL (GIN),
+    a look-up in the (tag, position) side table on SQLite. Tags are bound as one parameter."""
 
     inherit_cache = True
     type = Boolean()
+    # A predicate, not a boolean value: never render it as "... = 1" on SQLite (that would
+    # hide the IN from SQLite's planner).
+    _is_implicitly_boolean = True
     _traverse_internals = [  # noqa: RUF012 - SQLAlchemy's own convention
         ("column", InternalTraversal.dp_clauseelement),
+        ("position", InternalTraversal.dp_clauseelement),
         ("tags", InternalTraversal.dp_clauseelement),
         ("count", InternalTraversal.dp_plain_obj),
     ]
 
-    def __init__(self, column: ColumnElement[Any], tags: tuple[str, ...]) -> None:
-        self.column = column
+    def __init__(self, table: Any, tags: tuple[str, ...]) -> None:
+        self.column = table.c.tags
+        self.position = table.c.position
         self.tags = bindparam(None, list(tags), type_=TagArray())
         self.count = len(tags)
 
@@ -65,14 +70,15 @@ def _tags_contain_pg(element: TagsContain, compiler: SQLCompiler, **kw: Any) -> 
 
 
 @compiles(TagsContain)
-def _tags_contain_json(element: TagsContain, compiler: SQLCompiler, **kw: Any) -> str:
-    # Stored tags are de-duplicated, so counting the wanted ones present is exact.
-    column = compiler.process(element.column, **kw)
+def _tags_contain_side_table(element: TagsContain, compiler: SQLCompiler, **kw: Any) -> str:
+    # Positions having every wanted tag: (tag, position) is the side table's primary key,
+    # so each wanted tag is an index range; tags are de-duplicated, so the count is exact.
+    position = compiler.process(element.position, **kw)
     wanted = compiler.process(element.tags, **kw)
     return (
-        f"((SELECT count(*) FROM json_each({column}) AS sa_crablet_tag "
-        f"WHERE sa_crablet_tag.value IN (SELECT value FROM json_each({wanted}))) = "
-        f"{int(element.count)})"
+        f"{position} IN (SELECT position FROM {EVENT_TAGS_TABLE} "
+        f"WHERE tag IN (SELECT value FROM json_each({wanted})) "
+        f"GROUP BY position HAVING count(*) = {int(element.count)})"
     )
 
 
@@ -81,7 +87,7 @@ def item_clause(item: QueryItem, table: Any = events) -> ColumnElement[bool]:
     if item.types:
         parts.append(table.c.type.in_(item.types))
     if item.tags:
-        parts.append(TagsContain(table.c.tags, item.tags))
+        parts.append(TagsContain(table, item.tags))
     return and_(*parts)
 
 

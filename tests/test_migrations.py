@@ -45,6 +45,7 @@ from sa_crablet._errors import translate
 from sa_crablet.migrate import autogenerate_filter
 from sa_crablet.schema import (
     COMMANDS_TABLE,
+    EVENT_TAGS_TABLE,
     EVENTS_TABLE,
     IX_EVENTS_COMMAND,
     IX_EVENTS_TAGS,
@@ -55,9 +56,14 @@ from sa_crablet.schema import (
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ALEMBIC = str(Path(sys.executable).parent / "alembic")
-HEAD = "0002_commands"
+HEAD = "0003_sqlite_tag_index"
 PG_TRIGGERS = {"sa_crablet_events_append_only", "sa_crablet_events_no_truncate"}
 SQLITE_TRIGGERS = {"sa_crablet_events_no_update", "sa_crablet_events_no_delete"}
+SQLITE_TAG_TRIGGERS = {
+    "sa_crablet_events_tags_insert",
+    "sa_crablet_events_tags_delete",
+    "sa_crablet_events_tags_update",
+}
 GUARD_FUNCTION = "sa_crablet_refuse_mutation"
 SUBPROCESS_TIMEOUT = 120
 
@@ -108,7 +114,8 @@ def engine_for(url: str) -> Iterator[Engine]:
 
 
 def table_names(conn: Connection) -> set[str]:
-    return set(inspect(conn).get_table_names())
+    """The tables present, leaving out SQLite's tag index (checked on its own)."""
+    return set(inspect(conn).get_table_names()) - {EVENT_TAGS_TABLE}
 
 
 def versions(conn: Connection, table: str) -> list[str]:
@@ -143,7 +150,9 @@ def guard_objects(conn: Connection) -> set[str]:
 
 
 def expected_guard(dialect: str) -> set[str]:
-    return PG_TRIGGERS | {GUARD_FUNCTION} if dialect == "postgresql" else SQLITE_TRIGGERS
+    if dialect == "postgresql":
+        return PG_TRIGGERS | {GUARD_FUNCTION}
+    return SQLITE_TRIGGERS | SQLITE_TAG_TRIGGERS
 
 
 def run(args: Sequence[str], *, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -554,7 +563,7 @@ def test_host_alembic_environment_runs_sa_crablet_migrations(
         assert host_autogenerate(include_object=sa_crablet.include_object) == []
         # ... without it, it would drop them.
         dropped = {change[1].name for change in host_autogenerate() if change[0] == "remove_table"}
-        assert dropped == {EVENTS_TABLE, COMMANDS_TABLE, VERSION_TABLE}
+        assert dropped - {EVENT_TAGS_TABLE} == {EVENTS_TABLE, COMMANDS_TABLE, VERSION_TABLE}
 
     # Running the host's upgrade again is a no-op for both histories.
     run([ALEMBIC, "upgrade", "head"], cwd=host_project, env=env)

@@ -17,11 +17,11 @@ from sa_crablet.schema import (
     IX_EVENTS_TYPE,
     PG_DROP_GUARD,
     SQLITE_DROP_GUARD,
+    SQLITE_GUARD_TRIGGERS,
     Payload,
     TagArray,
     TransactionId,
     postgresql_extra_ddl,
-    sqlite_extra_ddl,
 )
 
 revision: str = "0001_events"
@@ -62,7 +62,7 @@ def upgrade() -> None:
         for statement in postgresql_extra_ddl():
             op.execute(sa.text(statement))
     elif dialect == "sqlite":
-        for statement in sqlite_extra_ddl():
+        for statement in SQLITE_GUARD_TRIGGERS:
             op.execute(sa.text(statement))
 
 

@@ -1,0 +1,86 @@
+"""SQLite's tag index: a (tag, position) side table kept in step by triggers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, event, text
+from sqlalchemy.orm import Session
+
+import sa_crablet
+from sa_crablet import Event, EventStore, Query, allow_mutation, create_sqlite_engine, events
+from sa_crablet.schema import EVENT_TAGS_TABLE
+
+
+def tag_rows(engine: Engine) -> list[tuple[str, int]]:
+    with engine.connect() as conn:
+        rows = conn.execute(text(f"SELECT tag, position FROM {EVENT_TAGS_TABLE} ORDER BY 2, 1"))
+        return [(str(tag), int(position)) for tag, position in rows]
+
+
+@pytest.mark.sqlite_only
+def test_tag_reads_use_the_side_table_index(engine: Engine) -> None:
+    with Session(engine) as session:
+        EventStore(session).append([Event("T", [f"course:{i % 50}"]) for i in range(500)])
+        session.commit()
+    executed: list[tuple[str, object]] = []
+
+    def capture(*args: object) -> None:
+        executed.append((str(args[2]), args[3]))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        with Session(engine) as session:
+            found = EventStore(session).read(Query.of(types=["T"], tags=["course:7"]))
+            assert len(list(found)) == 10
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    sql, params = executed[-1]
+    with engine.connect() as conn:
+        conn.exec_driver_sql("ANALYZE")
+        plan = " | ".join(
+            str(row[-1])
+            for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params)  # type: ignore[arg-type]
+        )
+    assert f"SEARCH {EVENT_TAGS_TABLE} USING PRIMARY KEY (tag=?)" in plan, plan
+    assert f"SCAN {events.name}" not in plan, plan
+
+
+@pytest.mark.sqlite_only
+def test_side_table_follows_appends_and_maintenance(engine: Engine) -> None:
+    with Session(engine) as session:
+        EventStore(session).append([Event("A", ["x", "y"]), Event("B"), Event("C", ["y"])])
+        session.commit()
+    assert tag_rows(engine) == [("x", 1), ("y", 1), ("y", 3)]
+    with Session(engine) as session:
+        with allow_mutation(session):
+            session.execute(events.update().where(events.c.position == 3).values(tags=["z"]))
+            session.execute(events.delete().where(events.c.position == 1))
+        session.commit()
+    assert tag_rows(engine) == [("z", 3)]
+    with Session(engine) as session:
+        assert [e.position for e in EventStore(session).read(Query.of(tags=["z"]))] == [3]
+        assert list(EventStore(session).read(Query.of(tags=["y"]))) == []
+
+
+def test_upgrade_backfills_existing_events(tmp_path: Path) -> None:
+    engine = create_sqlite_engine(str(tmp_path / "old.sqlite3"))
+    sa_crablet.upgrade(engine, "0002_commands")
+    with Session(engine) as session:
+        EventStore(session).append([Event("A", ["k:1", "k:2"]), Event("B", ["k:2"])])
+        session.commit()
+    sa_crablet.upgrade(engine)
+    assert tag_rows(engine) == [("k:1", 1), ("k:2", 1), ("k:2", 2)]
+    with Session(engine) as session:
+        found = EventStore(session).read(Query.of(tags=["k:2"]))
+        assert [e.position for e in found] == [1, 2]
+    sa_crablet.downgrade(engine, "0002_commands")
+    with engine.connect() as conn:
+        assert (
+            conn.execute(
+                text("SELECT count(*) FROM sqlite_master WHERE name = :n"), {"n": EVENT_TAGS_TABLE}
+            ).scalar_one()
+            == 0
+        )
+    engine.dispose()
