@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sa_crablet._validation import check_metadata, check_type
+from sa_crablet._validation import check_metadata, check_type, to_json
 from sa_crablet.events import Event
 from sa_crablet.exceptions import ValidationError
 from sa_crablet.query import AppendCondition
@@ -35,6 +35,8 @@ class Command:
     ) -> None:
         object.__setattr__(self, "type", check_type("type", type))
         check_metadata("metadata", metadata)
+        to_json("data", data)  # refused now, not after the handler has run
+        to_json("metadata", metadata)
         if id is None:
             id = str(uuid.uuid4())
         if not isinstance(id, str) or not id or len(id) > MAX_COMMAND_ID_LENGTH or "\x00" in id:
@@ -82,7 +84,7 @@ def as_decision(value: object) -> Decision:
         isinstance(value, tuple)
         and len(value) == 2
         and (value[1] is None or isinstance(value[1], AppendCondition))
-        and not isinstance(value[0], Event)
+        and not (isinstance(value[0], Event) and isinstance(value[1], Event))
     ):
         return Decision(value[0], value[1])
     try:

@@ -130,6 +130,8 @@ class CommandExecutor:
         done = store.command(command.id)
         if done is not None:
             return CommandResult(command.id, done.last_position, done.event_count, True, attempts)
+        if host:
+            _ensure_sqlite_transaction(session)
         # In the host's transaction, a savepoint makes "nothing is written" hold for a failed
         # handler or a duplicate, while the host's own earlier work stays.
         scope = session.begin_nested() if host else None
@@ -161,6 +163,17 @@ class CommandExecutor:
         if scope is not None:
             scope.commit()
         return CommandResult(command.id, position, len(decision.events), False, attempts)
+
+
+def _ensure_sqlite_transaction(session: Session) -> None:
+    """pysqlite opens a transaction only before the first write, and releasing a SAVEPOINT
+    that is not inside a transaction commits in SQLite: open the host's transaction first."""
+    connection = session.connection()
+    if connection.dialect.name != "sqlite":
+        return
+    raw = connection.connection.driver_connection
+    if raw is not None and not raw.in_transaction:
+        connection.exec_driver_sql("BEGIN")
 
 
 def _commit(session: Session) -> None:

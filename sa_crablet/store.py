@@ -351,7 +351,8 @@ _side_lock = threading.Lock()
 
 
 def _fresh_conflict(conn: Connection, query: Query, head: Head | None) -> int | None:
-    """The conflict check, run on a fresh READ COMMITTED snapshot in another connection.
+    """The conflict check, run on a fresh snapshot in another connection (a new transaction
+    whose first statement is this check).
 
     The host transaction already holds the condition's locks, so no conflicting conditional
     append can commit between this check and the host's commit; an unconditional append

@@ -281,3 +281,20 @@ def test_transfer_invariants_under_concurrency(engine: Engine) -> None:
     assert outcomes["done"] + outcomes["refused"] == TRANSFER_WORKERS * TRANSFERS_PER_WORKER
     assert count_commands(engine) == len(names) + outcomes["done"]
     print(f"transfers: {dict(outcomes)}, retries observed: {retries}")
+
+
+def test_host_mode_never_commits_even_before_the_first_write(engine: Engine) -> None:
+    """SQLite: a savepoint outside a transaction would commit on RELEASE."""
+    with Session(engine) as session:
+        executor = CommandExecutor(session)
+        executor.execute(Command("First"), lambda store, command: Event("A"))
+        executor.execute(Command("Second"), lambda store, command: (Event("B"), None))
+        session.rollback()
+    assert count_events(engine) == 0 and count_commands(engine) == 0
+
+
+def test_command_payloads_are_checked_up_front() -> None:
+    with pytest.raises(ValidationError):
+        Command("Bad", {"x": object()})
+    with pytest.raises(ValidationError):
+        Command("Bad", metadata={"x": float("nan")})
