@@ -6,6 +6,7 @@ builds, so an async sibling can reuse every statement unchanged.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
@@ -20,6 +21,7 @@ from sqlalchemy import (
     case,
     cast,
     func,
+    literal_column,
     null,
     or_,
     select,
@@ -30,6 +32,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.sql.visitors import InternalTraversal
 
 from sa_crablet.query import Head, Query, QueryItem
@@ -42,8 +45,8 @@ SQLITE = "sqlite"
 
 
 class TagsContain(ColumnElement[bool]):
-    """The event holds every tag in ``tags``: ``@>`` over ``text[]`` on PostgreSQL (GIN),
-    a look-up in the (tag, position) side table on SQLite. Tags are bound as one parameter."""
+    """The event holds every tag in ``tags`` (a ``TagArray`` bind parameter): ``@>`` over
+    ``text[]`` on PostgreSQL (GIN), a look-up in the (tag, position) side table on SQLite."""
 
     inherit_cache = True
     type = Boolean()
@@ -54,14 +57,12 @@ class TagsContain(ColumnElement[bool]):
         ("column", InternalTraversal.dp_clauseelement),
         ("position", InternalTraversal.dp_clauseelement),
         ("tags", InternalTraversal.dp_clauseelement),
-        ("count", InternalTraversal.dp_plain_obj),
     ]
 
-    def __init__(self, table: Any, tags: tuple[str, ...]) -> None:
+    def __init__(self, table: Any, tags: BindParameter[Any]) -> None:
         self.column = table.c.tags
         self.position = table.c.position
-        self.tags = bindparam(None, list(tags), type_=TagArray())
-        self.count = len(tags)
+        self.tags = tags
 
 
 @compiles(TagsContain, POSTGRESQL)
@@ -78,16 +79,17 @@ def _tags_contain_side_table(element: TagsContain, compiler: SQLCompiler, **kw: 
     return (
         f"{position} IN (SELECT position FROM {EVENT_TAGS_TABLE} "
         f"WHERE tag IN (SELECT value FROM json_each({wanted})) "
-        f"GROUP BY position HAVING count(*) = {int(element.count)})"
+        f"GROUP BY position HAVING count(*) = json_array_length({wanted}))"
     )
 
 
 def item_clause(item: QueryItem, table: Any = events) -> ColumnElement[bool]:
+    """One query item as a boolean expression, its values bound in the expression."""
     parts: list[ColumnElement[bool]] = []
     if item.types:
         parts.append(table.c.type.in_(item.types))
     if item.tags:
-        parts.append(TagsContain(table, item.tags))
+        parts.append(TagsContain(table, bindparam(None, list(item.tags), type_=TagArray())))
     return and_(*parts)
 
 
@@ -101,31 +103,93 @@ def query_clause(query: Query, table: Any = events) -> ColumnElement[bool]:
     return or_(*(item_clause(item, table) for item in query.items))
 
 
-# -- after: exclusive positions, and gap safety through snapshots --------------------------------
+# -- shapes: hot-path statements are built once per structure, values are parameters ------------
+#
+# Building a Core statement costs far more than executing a cached one, so the store asks for
+# statements by *shape* (which items have types and tags, what kind of head) and passes the
+# values as parameters. SQLAlchemy then also finds the compiled form in its cache.
+
+QueryShape = tuple[tuple[bool, bool], ...] | None
+"""Per item: (has types, has tags); ``None`` for ``Query.all()``."""
+HeadShape = tuple[str, bool, bool] | None
+"""``None`` (no head), ``("position", False, False)``, or ``("snapshot", has xip, has own)``."""
 
 
-def after_clause(head: Head | None, dialect: str, table: Any = events) -> ColumnElement[bool]:
-    """Events that ``head`` did not cover: a higher position or, on PostgreSQL, a writer
-    that was still in flight when the head's snapshot was taken (whatever its position)."""
+def query_shape(query: Query) -> QueryShape:
+    if query.match_all:
+        return None
+    return tuple((bool(item.types), bool(item.tags)) for item in query.items)
+
+
+def head_shape(head: Head | None, dialect: str) -> HeadShape:
     if head is None:
-        return true()
-    later: ColumnElement[bool] = table.c.position > head.position
+        return None
     if head.snapshot is None or dialect != POSTGRESQL:
-        return later
+        return ("position", False, False)
+    return ("snapshot", bool(head.snapshot.xip), head.snapshot.own is not None)
+
+
+def query_params(query: Query) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for i, item in enumerate(query.items):
+        if item.types:
+            params[f"types_{i}"] = list(item.types)
+        if item.tags:
+            params[f"tags_{i}"] = list(item.tags)
+    return params
+
+
+def head_params(head: Head | None, dialect: str) -> dict[str, Any]:
+    if head is None:
+        return {}
+    params: dict[str, Any] = {"after_position": head.position}
     snap = head.snapshot
+    if snap is not None and dialect == POSTGRESQL:
+        params["after_xmax"] = str(snap.xmax)
+        if snap.xip:
+            params["after_xip"] = [str(x) for x in snap.xip]
+        if snap.own is not None:
+            params["after_own"] = str(snap.own)
+    return params
+
+
+def _shaped_query_clause(shape: QueryShape, table: Any = events) -> ColumnElement[bool]:
+    if shape is None:
+        return true()
+    items: list[ColumnElement[bool]] = []
+    for i, (has_types, has_tags) in enumerate(shape):
+        parts: list[ColumnElement[bool]] = []
+        if has_types:
+            parts.append(table.c.type.in_(bindparam(f"types_{i}", expanding=True)))
+        if has_tags:
+            parts.append(TagsContain(table, bindparam(f"tags_{i}", type_=TagArray())))
+        items.append(and_(*parts))
+    return or_(*items)
+
+
+def _shaped_after_clause(shape: HeadShape, table: Any = events) -> ColumnElement[bool]:
+    """Events that a head did not cover: a higher position or, on PostgreSQL, a writer that
+    was still in flight when the head's snapshot was taken (whatever its position), other
+    than the reader's own transaction (its writes before the read were seen)."""
+    if shape is None:
+        return true()
+    kind, has_xip, has_own = shape
+    later: ColumnElement[bool] = table.c.position > bindparam("after_position", type_=BigInteger)
+    if kind == "position":
+        return later
     xid = table.c.transaction_id
-    unseen: ColumnElement[bool] = xid >= cast(str(snap.xmax), _XID8)
-    if snap.xip:
-        in_flight = cast(bindparam(None, [str(x) for x in snap.xip], ARRAY(String)), ARRAY(_XID8))
+    unseen: ColumnElement[bool] = xid >= cast(bindparam("after_xmax", type_=String), _XID8)
+    if has_xip:
+        in_flight = cast(bindparam("after_xip", type_=ARRAY(String)), ARRAY(_XID8))
         unseen = or_(unseen, xid == func.any(in_flight))
-    if snap.own is not None:
-        unseen = and_(unseen, xid != cast(str(snap.own), _XID8))
+    if has_own:
+        unseen = and_(unseen, xid != cast(bindparam("after_own", type_=String), _XID8))
     clause: ColumnElement[bool] = or_(later, unseen)
     return clause
 
 
 class _Xid8Type(String):
-    """Cast target for ``xid8`` literals (bound as text, cast in SQL)."""
+    """Cast target for ``xid8`` values (bound as text, cast in SQL)."""
 
     cache_ok = True
 
@@ -138,14 +202,14 @@ def _xid8_type(element: _Xid8Type, compiler: Any, **kw: Any) -> str:
 _XID8 = _Xid8Type()
 
 
-def conflict_select(query: Query, head: Head | None, dialect: str) -> Select[Any]:
-    """The first event that makes an append condition fail: one matching the query that
-    ``head`` did not cover. The appending transaction's own events count like any other,
-    except those its read saw (``Snapshot.own``), so "unique within one transaction" holds.
-    """
+@lru_cache(maxsize=512)
+def conflict_statement(dialect: str, query: QueryShape, head: HeadShape) -> Select[Any]:
+    """The first event that makes an append condition fail: one matching the query that the
+    head did not cover. The appending transaction's own events count like any other, except
+    those its read saw (``Snapshot.own``), so "unique within one transaction" holds."""
     return (
         select(events.c.position)
-        .where(query_clause(query), after_clause(head, dialect))
+        .where(_shaped_query_clause(query), _shaped_after_clause(head))
         .order_by(events.c.position)
         .limit(1)
     )
@@ -156,24 +220,27 @@ def conflict_select(query: Query, head: Head | None, dialect: str) -> Select[Any
 EVENT_COLUMNS = ("position", "type", "tags", "data", "metadata", "recorded_at")
 
 
-def read_select(
-    query: Query, head: Head | None, *, backwards: bool, limit: int | None, dialect: str
+@lru_cache(maxsize=512)
+def read_statement(
+    dialect: str, query: QueryShape, head: HeadShape, backwards: bool, limited: bool
 ) -> Select[Any]:
-    """Matching events in position order.
+    """Matching events in position order; parameter ``limit`` when ``limited``.
 
     On PostgreSQL the first columns are ``pg_current_snapshot()`` and the reader's own
-    transaction id (if it has one), taken by the *same*
-    statement as the rows (a snapshot taken by another statement would be either unsafe or
-    too strict), and the rows are LEFT JOINed to it so an empty result still carries it.
+    transaction id (if it has one), taken by the *same* statement as the rows (a snapshot
+    taken by another statement would be either unsafe or too strict), and the rows are LEFT
+    JOINed to it so an empty result still carries it. The rows keep the LATERAL subquery's
+    order (a nested loop over one outer row; cursors never run parallel plans), and the
+    store checks that order as rows arrive.
     """
     order = events.c.position.desc() if backwards else events.c.position.asc()
     rows = (
         select(*(events.c[name] for name in EVENT_COLUMNS))
-        .where(query_clause(query), after_clause(head, dialect))
+        .where(_shaped_query_clause(query), _shaped_after_clause(head))
         .order_by(order)
     )
-    if limit is not None:
-        rows = rows.limit(limit)
+    if limited:
+        rows = rows.limit(bindparam("limit", type_=BigInteger))
     if dialect != POSTGRESQL:
         return rows
     snap = select(
@@ -186,9 +253,17 @@ def read_select(
     ).select_from(snap.outerjoin(inner, true()))
 
 
+def read_params(query: Query, head: Head | None, limit: int | None, dialect: str) -> dict[str, Any]:
+    params = query_params(query) | head_params(head, dialect)
+    if limit is not None:
+        params["limit"] = limit
+    return params
+
+
 # -- appends -------------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=1)
 def lock_select() -> Select[Any]:
     """Take transaction-scoped advisory locks, in the order given, and report the isolation
     level. Parameters: ``keys`` (sorted ``bigint[]``) and ``exclusive`` (``bool[]``).
@@ -214,10 +289,15 @@ def lock_select() -> Select[Any]:
     return select(func.current_setting("transaction_isolation"), taken)
 
 
-def insert_events(dialect: str, condition_query: Query | None, head: Head | None) -> Insert:
+UNCONDITIONAL = "unconditional"
+
+
+@lru_cache(maxsize=512)
+def insert_statement(dialect: str, query: QueryShape | str, head: HeadShape) -> Insert:
     """Insert a batch, given as one JSON parameter ``batch`` (a list of
-    ``[type, tags, data_json, metadata_json]``), in order, unless the condition matches.
-    Parameter ``command_id`` links the events to the command that produced them (or NULL).
+    ``[type, tags, data_json, metadata_json]``), in order, unless the condition matches
+    (``query`` is :data:`UNCONDITIONAL` for none). Parameter ``command_id`` links the events
+    to the command that produced them (or NULL).
 
     The check and the insert are one statement: nothing is written when it fails, and the
     host transaction stays usable. Returns the new positions.
@@ -227,14 +307,14 @@ def insert_events(dialect: str, condition_query: Query | None, head: Head | None
         batch = rows.table_valued("value", with_ordinality="n").render_derived(name="b")
         element = batch.c.value
         columns = [
-            element.op("->>")(0),
+            element.op("->>")(literal_column("0")),
             func.array(
-                select(func.jsonb_array_elements_text(element.op("->")(1)))
+                select(func.jsonb_array_elements_text(element.op("->")(literal_column("1"))))
                 .correlate(batch)
                 .scalar_subquery()
             ),
-            cast(element.op("->>")(2), JSONB),
-            cast(element.op("->>")(3), JSONB),
+            cast(element.op("->>")(literal_column("2")), JSONB),
+            cast(element.op("->>")(literal_column("3")), JSONB),
             func.pg_current_xact_id(),
             func.statement_timestamp(),
             bindparam("command_id", type_=String),
@@ -245,22 +325,58 @@ def insert_events(dialect: str, condition_query: Query | None, head: Head | None
             "key", "value", name="b"
         )
         element = batch.c.value
-        columns = [func.json_extract(element, f"$[{i}]") for i in range(4)] + [
+        columns = [func.json_extract(element, literal_column(f"'$[{i}]'")) for i in range(4)] + [
             null(),
             func.strftime("%Y-%m-%d %H:%M:%f000", "now"),
             bindparam("command_id", type_=String),
         ]
         order = batch.c.key
     source = select(*columns).select_from(batch).order_by(order)
-    if condition_query is not None:
-        source = source.where(~conflict_select(condition_query, head, dialect).exists())
+    if query != UNCONDITIONAL:
+        assert not isinstance(query, str)
+        source = source.where(~conflict_statement(dialect, query, head).exists())
     names = ["type", "tags", "data", "metadata", "transaction_id", "recorded_at", "command_id"]
     return events.insert().from_select(names, source).returning(events.c.position)
+
+
+# -- the same statements with their values bound, for inspection (EXPLAIN, docs) ----------------
+
+
+def after_clause(head: Head | None, dialect: str, table: Any = events) -> ColumnElement[bool]:
+    """What ``head`` did not cover, as an expression with its values bound."""
+    clause = _shaped_after_clause(head_shape(head, dialect), table)
+    bound: ColumnElement[bool] = clause.params(head_params(head, dialect))
+    return bound
+
+
+def conflict_select(query: Query, head: Head | None, dialect: str) -> Select[Any]:
+    """:func:`conflict_statement` with the values of ``query`` and ``head`` bound."""
+    statement = conflict_statement(dialect, query_shape(query), head_shape(head, dialect))
+    return statement.params(query_params(query) | head_params(head, dialect))
+
+
+def read_select(
+    query: Query, head: Head | None, *, backwards: bool, limit: int | None, dialect: str
+) -> Select[Any]:
+    """:func:`read_statement` with its values bound."""
+    statement = read_statement(
+        dialect, query_shape(query), head_shape(head, dialect), backwards, limit is not None
+    )
+    return statement.params(read_params(query, head, limit, dialect))
+
+
+def insert_events(dialect: str, condition_query: Query | None, head: Head | None) -> Insert:
+    """:func:`insert_statement` for this condition. Its values stay parameters: those of
+    :func:`query_params` and :func:`head_params`, besides ``batch`` and ``command_id``."""
+    if condition_query is None:
+        return insert_statement(dialect, UNCONDITIONAL, None)
+    return insert_statement(dialect, query_shape(condition_query), head_shape(head, dialect))
 
 
 # -- the command log -----------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=4)
 def insert_command(dialect: str) -> Insert:
     """Record a command unless its id is already recorded; RETURNING tells which happened.
 
@@ -284,10 +400,12 @@ def insert_command(dialect: str) -> Insert:
     )
 
 
+@lru_cache(maxsize=1)
 def select_command() -> Select[Any]:
     return select(commands).where(commands.c.id == bindparam("id"))
 
 
+@lru_cache(maxsize=1)
 def select_command_of_event() -> Select[Any]:
     return (
         select(commands)
@@ -296,6 +414,7 @@ def select_command_of_event() -> Select[Any]:
     )
 
 
+@lru_cache(maxsize=1)
 def select_events_of_command() -> Select[Any]:
     return (
         select(*(events.c[name] for name in EVENT_COLUMNS))
@@ -306,6 +425,15 @@ def select_events_of_command() -> Select[Any]:
 
 __all__ = [
     "EVENT_COLUMNS",
+    "UNCONDITIONAL",
+    "conflict_statement",
+    "head_params",
+    "head_shape",
+    "insert_statement",
+    "query_params",
+    "query_shape",
+    "read_params",
+    "read_statement",
     "POSTGRESQL",
     "SQLITE",
     "TagsContain",

@@ -25,6 +25,7 @@ from sa_crablet.config import EventStoreConfig
 from sa_crablet.events import Event, SequencedEvent
 from sa_crablet.exceptions import (
     ConcurrencyError,
+    CrabletError,
     TooManyAppendsError,
     TooManyProjectionsError,
     ValidationError,
@@ -86,6 +87,14 @@ class EventStore:
 
         conn = self.session.connection()
         dialect = conn.dialect.name
+        params: dict[str, Any] = {"batch": payload, "command_id": command_id}
+        if query is None:
+            statement = statements.insert_statement(dialect, statements.UNCONDITIONAL, None)
+        else:
+            shapes = (statements.query_shape(query), statements.head_shape(head, dialect))
+            check = statements.query_params(query) | statements.head_params(head, dialect)
+            statement = statements.insert_statement(dialect, *shapes)
+            params |= check
         try:
             with self._appends.slot(), self._timeouts(conn):
                 if query is not None and dialect == statements.POSTGRESQL:
@@ -94,18 +103,13 @@ class EventStore:
                         # A fixed snapshot (REPEATABLE READ, SERIALIZABLE) cannot see what
                         # others committed after it: check on a fresh snapshot as well. The
                         # in-statement check below still sees this transaction's own events.
-                        conflict = _fresh_conflict(conn, query, head)
+                        conflict = _fresh_conflict(conn, shapes, check)
                         if conflict is not None:
                             raise _condition_failed(condition, conflict)
-                statement = statements.insert_events(dialect, query, head)
-                params = {"batch": payload, "command_id": command_id}
                 positions = conn.execute(statement, params).scalars().all()
                 if not positions:
-                    assert query is not None
-                    conflict = conn.execute(
-                        statements.conflict_select(query, head, dialect)
-                    ).scalar()
-                    raise _condition_failed(condition, conflict)
+                    first = statements.conflict_statement(dialect, *shapes)
+                    raise _condition_failed(condition, conn.execute(first, check).scalar())
         except DBAPIError as exc:
             raise (translate(exc, condition) or exc) from exc
         last: int = max(positions)
@@ -179,9 +183,14 @@ class EventStore:
     ) -> Iterator[SequencedEvent | Head]:
         conn = self.session.connection()
         dialect = conn.dialect.name
-        statement = statements.read_select(
-            query, head, backwards=backwards, limit=limit, dialect=dialect
+        statement = statements.read_statement(
+            dialect,
+            statements.query_shape(query),
+            statements.head_shape(head, dialect),
+            backwards,
+            limit is not None,
         )
+        params = statements.read_params(query, head, limit, dialect)
         snapshot: Snapshot | None = None
         count = 0
         edge: int | None = None  # last position (forwards) / first position (backwards)
@@ -190,6 +199,7 @@ class EventStore:
             with self._timeouts(conn):
                 result = conn.execute(
                     statement,
+                    params,
                     execution_options={"stream_results": True, "yield_per": self.config.fetch_size},
                 )
                 try:
@@ -203,6 +213,8 @@ class EventStore:
                             if values[0] is None:  # the empty result's single outer row
                                 continue
                         event = to_event(values)
+                        if edge is not None and (event.position < edge) != backwards:
+                            raise CrabletError("a read returned events out of position order")
                         count += 1
                         if edge is None or not backwards:
                             edge = event.position
@@ -350,7 +362,11 @@ _side_engines: weakref.WeakKeyDictionary[Pool, Engine] = weakref.WeakKeyDictiona
 _side_lock = threading.Lock()
 
 
-def _fresh_conflict(conn: Connection, query: Query, head: Head | None) -> int | None:
+def _fresh_conflict(
+    conn: Connection,
+    shapes: tuple[statements.QueryShape, statements.HeadShape],
+    params: dict[str, Any],
+) -> int | None:
     """The conflict check, run on a fresh snapshot in another connection (a new transaction
     whose first statement is this check).
 
@@ -365,9 +381,8 @@ def _fresh_conflict(conn: Connection, query: Query, head: Head | None) -> int | 
         if side is None:
             side = _side_engines[pool] = create_engine(conn.engine.url, pool=pool.recreate())
     with side.connect() as fresh:
-        conflict: int | None = fresh.execute(
-            statements.conflict_select(query, head, statements.POSTGRESQL)
-        ).scalar()
+        statement = statements.conflict_statement(statements.POSTGRESQL, *shapes)
+        conflict: int | None = fresh.execute(statement, params).scalar()
         fresh.rollback()
     return conflict
 
