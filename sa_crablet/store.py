@@ -106,10 +106,11 @@ class EventStore:
                         conflict = _fresh_conflict(conn, shapes, check)
                         if conflict is not None:
                             raise _condition_failed(condition, conflict)
-                positions = conn.execute(statement, params).scalars().all()
-                if not positions:
-                    first = statements.conflict_statement(dialect, *shapes)
-                    raise _condition_failed(condition, conn.execute(first, check).scalar())
+                with _custom_plans(conn, query is not None):
+                    positions = conn.execute(statement, params).scalars().all()
+                    if not positions:
+                        first = statements.conflict_statement(dialect, *shapes)
+                        raise _condition_failed(condition, conn.execute(first, check).scalar())
         except DBAPIError as exc:
             raise (translate(exc, condition) or exc) from exc
         last: int = max(positions)
@@ -380,11 +381,33 @@ def _fresh_conflict(
         side = _side_engines.get(pool)
         if side is None:
             side = _side_engines[pool] = create_engine(conn.engine.url, pool=pool.recreate())
-    with side.connect() as fresh:
+    with side.connect() as fresh, _custom_plans(fresh, True):
         statement = statements.conflict_statement(statements.POSTGRESQL, *shapes)
         conflict: int | None = fresh.execute(statement, params).scalar()
         fresh.rollback()
     return conflict
+
+
+@contextmanager
+def _custom_plans(conn: Connection, wanted: bool) -> Iterator[None]:
+    """Run the enclosed statements unprepared on psycopg, so PostgreSQL plans each with its
+    actual values.
+
+    psycopg prepares a statement after a few executions, and PostgreSQL may then switch to
+    a generic plan. For a conflict check that is ruinous: not knowing that ``position > $1``
+    is the newest sliver of the table, the generic plan scans every event of the scope, or
+    the table (measured: 30 ms instead of 4 ms per decision cycle at 100k events).
+    """
+    raw = conn.connection.driver_connection if wanted else None
+    threshold = getattr(raw, "prepare_threshold", None)
+    if raw is None or threshold is None:
+        yield
+        return
+    raw.prepare_threshold = None
+    try:
+        yield
+    finally:
+        raw.prepare_threshold = threshold
 
 
 def _checked_json(field: str, value: Any) -> Any:
