@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 from sqlalchemy import ClauseElement, Engine, Executable, create_engine, pool, text
 from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from sa_crablet import Head, Query, QueryItem, Snapshot
+from sa_crablet import AppendCondition, Event, EventStore, Head, Query, QueryItem, Snapshot
 from sa_crablet.migrate import upgrade
 from sa_crablet.schema import (
     EVENTS_TABLE,
@@ -169,3 +170,20 @@ def test_conflict_check_after_the_last_position_uses_indexes(
     plan = plan_of(filled, conflict_select(CONFLICT_QUERIES[case], head, POSTGRESQL))
     assert_no_seq_scan(plan)
     assert indexes_used(plan) & OUR_INDEXES, json.dumps(plan, indent=1)
+
+
+@pytest.mark.postgresql_only
+def test_conflict_checks_are_never_prepared_with_a_generic_plan(engine: Engine) -> None:
+    """psycopg prepares a statement after 5 executions; a generic plan for the conflict
+    check cannot tell that ``position > $1`` is the newest sliver of the table."""
+    with Session(engine) as session:
+        store = EventStore(session)
+        for i in range(12):
+            query = Query.of(types=["Seen"], tags=[f"k:{i}"])
+            store.append(Event("Seen", [f"k:{i}"]), AppendCondition(query, i))
+            store.append(Event("Free", [f"k:{i}"]))
+        prepared = session.execute(text("SELECT statement FROM pg_prepared_statements"))
+        statements = [str(s) for s in prepared.scalars()]
+        assert statements, "psycopg prepared nothing: the test would not show anything"
+        assert not [s for s in statements if "EXISTS" in s], statements
+        session.rollback()
