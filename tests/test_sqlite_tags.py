@@ -84,3 +84,14 @@ def test_upgrade_backfills_existing_events(tmp_path: Path) -> None:
             == 0
         )
     engine.dispose()
+
+
+def test_sqlite_engine_durability_setting(tmp_path: Path) -> None:
+    for level, expected in (("FULL", 2), ("normal", 1)):
+        engine = create_sqlite_engine(str(tmp_path / f"{level}.sqlite3"), synchronous=level)
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == expected
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        engine.dispose()
+    with pytest.raises(sa_crablet.ValidationError):
+        create_sqlite_engine(synchronous="sometimes")
