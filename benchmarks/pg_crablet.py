@@ -1,0 +1,104 @@
+"""sa_crablet on PostgreSQL, used as an application would: one ``Session`` per operation,
+``EventStore`` bound to it, committed at the end (``sessionmaker.begin()``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import URL, Engine, create_engine
+from sqlalchemy.orm import Session, sessionmaker
+
+import sa_crablet
+from benchmarks.pg_inspect import CrabletSchemaInspector
+from benchmarks.workload import Ev, dsn_params
+from sa_crablet import (
+    AppendCondition,
+    ConcurrencyError,
+    Event,
+    EventStore,
+    Query,
+    counter,
+)
+
+
+def engine_for(dsn: str, dbname: str, pool_size: int = 10) -> Engine:
+    p = dsn_params(dsn)
+    url = URL.create(
+        "postgresql+psycopg",
+        username=p["user"],
+        password=p["password"] or None,
+        host=p["host"],
+        port=p["port"],
+        database=dbname,
+    )
+    return create_engine(url, pool_size=pool_size, max_overflow=0)
+
+
+class CrabletOps:
+    """The operations, on any engine (PostgreSQL or SQLite)."""
+
+    name = "sa_crablet"
+    engine: Engine
+    sessions: sessionmaker[Session]
+
+    def append(self, ev: Ev) -> int:
+        with self.sessions.begin() as session:
+            return EventStore(session).append(Event(ev.type, (ev.tag,), ev.data))
+
+    def append_if(self, ev: Ev, types: Sequence[str], after: int) -> int | None:
+        condition = AppendCondition(Query.of(types=types, tags=[ev.tag]), after)
+        try:
+            with self.sessions.begin() as session:
+                return EventStore(session).append(Event(ev.type, (ev.tag,), ev.data), condition)
+        except ConcurrencyError:
+            return None
+
+    def append_batch(self, evs: Sequence[Ev]) -> int:
+        with self.sessions.begin() as session:
+            EventStore(session).append([Event(e.type, (e.tag,), e.data) for e in evs])
+        return len(evs)
+
+    def read(self, types: Sequence[str], tag: str) -> int:
+        return self._consume(Query.of(types=types, tags=[tag]))
+
+    def read_all(self) -> int:
+        return self._consume(Query.all())
+
+    def _consume(self, query: Query) -> int:
+        with self.sessions.begin() as session:
+            result = EventStore(session).read(query)
+            count = 0
+            for _ in result:
+                count += 1
+            _ = result.head
+        return count
+
+    def decide(self, types: Sequence[str], tag: str, make: Callable[[int], Ev]) -> bool:
+        """A decision cycle: project the scope (one counter), decide, append on condition."""
+        query = Query.of(types=types, tags=[tag])
+        try:
+            with self.sessions.begin() as session:
+                store = EventStore(session)
+                model = store.project([counter("n", query)])
+                ev = make(model["n"])
+                store.append(Event(ev.type, (ev.tag,), ev.data), model.append_condition)
+        except ConcurrencyError:
+            return False
+        return True
+
+    def writers(self, count: int) -> list[Any]:
+        return [self] * count  # the engine's pool serves every thread
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+class CrabletPg(CrabletSchemaInspector, CrabletOps):
+    def __init__(self, dsn: str, dbname: str) -> None:
+        super().__init__(dsn, dbname)
+        self.engine = engine_for(dsn, dbname)
+        self.sessions = sessionmaker(self.engine)
+
+    def create_schema(self) -> None:
+        sa_crablet.upgrade(self.engine)

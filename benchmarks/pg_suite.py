@@ -1,0 +1,401 @@
+"""Scenarios S1-S7 on PostgreSQL: sa_crablet, the floor and the peer in the same run.
+
+Each contender gets its own fresh database (created, filled, ``VACUUM (ANALYZE)``-ed,
+dropped at the end). Reads (S4, S5) run first on the freshly filled stores; appends follow;
+S3 (the largest growth) runs last.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sa_crablet
+from benchmarks import timing
+from benchmarks.pg_crablet import CrabletPg, engine_for
+from benchmarks.pg_floor import FloorPg
+from benchmarks.pg_peer import PeerPg
+from benchmarks.records import CRABLET, FLOOR, FLOOR_AC, PEER, Record, Settings, record
+from benchmarks.timing import Op, Samples
+from benchmarks.workload import (
+    COURSES,
+    TYPES,
+    Ev,
+    EventSource,
+    connect,
+    course_tag,
+    create_database,
+    drop_database,
+    fill_crablet_schema,
+    fill_peer_schema,
+    payload,
+)
+
+G = "postgresql"
+SUBSCRIBED = TYPES[2]
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Stores:
+    """The contenders of one run, each on its own database."""
+
+    crablet: CrabletPg
+    floor: FloorPg
+    floor_ac: FloorPg
+    peer: PeerPg
+    databases: dict[str, str]
+
+    def main(self) -> dict[str, Any]:
+        return {CRABLET: self.crablet, FLOOR: self.floor, PEER: self.peer}
+
+    def close(self) -> None:
+        for store in (self.crablet, self.floor, self.floor_ac, self.peer):
+            store.close()
+
+
+def build_databases(
+    dsn: str, prefix: str, fill: int, courses: int, meta: dict[str, Any]
+) -> dict[str, str]:
+    """Create, migrate and fill one database per contender; return contender -> database."""
+    names = {CRABLET: f"{prefix}_crablet", FLOOR: f"{prefix}_floor", PEER: f"{prefix}_peer"}
+    for contender, db in names.items():
+        create_database(dsn, db)
+        if contender == PEER:
+            peer = PeerPg(dsn, db)
+            peer.create_schema()
+            peer.close()
+        else:
+            engine = engine_for(dsn, db, pool_size=1)
+            sa_crablet.upgrade(engine)  # the floor's schema is sa_crablet's, indexes included
+            engine.dispose()
+        with connect(dsn, db) as conn:
+            if contender == PEER:
+                seconds = fill_peer_schema(conn, fill, courses)
+            else:
+                seconds = fill_crablet_schema(conn, fill, courses)
+        meta.setdefault("fill_seconds", {})[db] = round(seconds, 2)
+        log(f"  filled {db}: {fill:,} events in {seconds:.1f}s (+ VACUUM ANALYZE)")
+    return names
+
+
+def open_stores(dsn: str, names: dict[str, str]) -> Stores:
+    return Stores(
+        crablet=CrabletPg(dsn, names[CRABLET]),
+        floor=FloorPg(dsn, names[FLOOR]),
+        floor_ac=FloorPg(dsn, names[FLOOR], autocommit=True),
+        peer=PeerPg(dsn, names[PEER]),
+        databases=names,
+    )
+
+
+# -- scenarios ------------------------------------------------------------------------------------
+
+
+def s4_reads(stores: Stores, s: Settings, courses: int = COURSES) -> list[Record]:
+    contenders = {**stores.main(), FLOOR_AC: stores.floor_ac}
+    ops: dict[str, Op] = {}
+    for name, store in contenders.items():
+        src = EventSource(4, courses)
+        ops[name] = reader(store, src)
+    results = timing.interleaved(ops, rounds=s.rounds, calls=s.read_calls, warmup=s.warmup)
+    return [
+        record(
+            G,
+            "S4",
+            "read by query (4 types + 1 tag)",
+            name,
+            "reads/s",
+            sm,
+            rows_per_read=sm.units / max(1, sm.calls),
+        )
+        for name, sm in results.items()
+    ]
+
+
+def reader(store: Any, src: EventSource) -> Op:
+    def op() -> int:
+        return int(store.read(TYPES, course_tag(src.course())))
+
+    return op
+
+
+def s5_full_read(stores: Stores, s: Settings, dsn: str) -> list[Record]:
+    ops: dict[str, Op] = {name: store.read_all for name, store in stores.main().items()}
+    results = timing.interleaved(ops, rounds=s.s5_rounds, calls=1, warmup=1)
+    records = []
+    for name, sm in results.items():
+        extra: dict[str, Any] = {"events_per_read": sm.units / max(1, sm.calls)}
+        if s.memory:
+            extra.update(measure_memory(dsn, name, stores.databases[name]))
+        records.append(record(G, "S5", "full read", name, "events/s", sm, per="unit", **extra))
+    return records
+
+
+def measure_memory(dsn: str, contender: str, db: str) -> dict[str, Any]:
+    """Peak memory growth of a full read, in a fresh interpreter (see benchmarks.memory)."""
+    command = [sys.executable, "-m", "benchmarks.memory", contender, "--dsn", dsn, "--db", db]
+    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=1800)
+    if done.returncode != 0:
+        log(f"  memory measurement failed for {contender}: {done.stderr.strip()[-500:]}")
+        return {"memory_error": done.stderr.strip()[-200:]}
+    out: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return out
+
+
+def s1_appends(stores: Stores, s: Settings) -> list[Record]:
+    contenders = {**stores.main(), FLOOR_AC: stores.floor_ac}
+    ops: dict[str, Op] = {}
+    for name, store in contenders.items():
+        src = EventSource(1)
+        ops[name] = _appender(store, src)
+    results = timing.interleaved(ops, rounds=s.rounds, calls=s.calls, warmup=s.warmup)
+    title = "append 1 event, no condition"
+    return [record(G, "S1", title, n, "appends/s", sm) for n, sm in results.items()]
+
+
+def _appender(store: Any, src: EventSource) -> Op:
+    def op() -> int:
+        store.append(src.event())
+        return 1
+
+    return op
+
+
+def s2_conditional(stores: Stores, s: Settings) -> list[Record]:
+    ops: dict[str, Op] = {}
+    for name, store in stores.main().items():
+        ops[name] = conditional_appender(store, EventSource(2))
+    results = timing.interleaved(ops, rounds=s.rounds, calls=s.calls, warmup=s.warmup)
+    title = "append 1 event with condition (type + tag, after = head)"
+    return [record(G, "S2", title, n, "appends/s", sm) for n, sm in results.items()]
+
+
+def conditional_appender(store: Any, src: EventSource) -> Op:
+    """S2: every append is conditional on its (type, tag) after the head it knows (the
+    store's head when it first runs, then the position of its own last append)."""
+    after: list[int | None] = [None]
+
+    def op() -> int:
+        if after[0] is None:
+            after[0] = store.head()
+        ev = src.event()
+        position = store.append_if(ev, (ev.type,), after[0])
+        if position is None:
+            raise RuntimeError(f"{store.name}: unexpected conflict in a single-writer S2")
+        after[0] = position
+        return 1
+
+    return op
+
+
+def s2_rejected(stores: Stores, s: Settings) -> list[Record]:
+    lasts = {name: store.last_positions() for name, store in stores.main().items()}
+    keys = sorted(set.intersection(*(set(v) for v in lasts.values())))
+    ops: dict[str, Op] = {}
+    for name, store in stores.main().items():
+        ops[name] = _rejected_appender(store, EventSource(3), keys, lasts[name])
+    results = timing.interleaved(ops, rounds=s.rounds, calls=s.calls, warmup=s.warmup)
+    title = "the same append, rejected (stale after)"
+    return [record(G, "S2'", title, n, "rejections/s", sm) for n, sm in results.items()]
+
+
+def _rejected_appender(
+    store: Any, src: EventSource, keys: list[tuple[str, str]], last: dict[tuple[str, str], int]
+) -> Op:
+    def op() -> int:
+        type_, tag = keys[src.rng.randrange(len(keys))]
+        ev = Ev(type_, tag, payload(int(tag.split(":")[1]), 1, 50))
+        # One event of this (type, tag) lies after `after`: the writer's view is one stale.
+        if store.append_if(ev, (type_,), last[(type_, tag)] - 1) is not None:
+            raise RuntimeError(f"{store.name}: a stale append was accepted")
+        return 1
+
+    return op
+
+
+def s6_decisions(stores: Stores, s: Settings) -> list[Record]:
+    ops: dict[str, Op] = {}
+    conflicts: dict[str, int] = {}
+    for name, store in stores.main().items():
+        ops[name] = _decider(store, EventSource(6), conflicts, name)
+    results = timing.interleaved(ops, rounds=s.rounds, calls=s.decide_calls, warmup=s.warmup)
+    title = "decision cycle: read scope, decide, conditional append (1 writer)"
+    return [
+        record(G, "S6", title, n, "cycles/s", sm, conflicts=conflicts.get(n, 0))
+        for n, sm in results.items()
+    ]
+
+
+def make_subscription(tag: str, src: EventSource) -> Callable[[int], Ev]:
+    k = int(tag.split(":")[1]) if tag.split(":")[1].isdigit() else 0
+
+    def make(seen: int) -> Ev:
+        data = payload(k, src.rng.randrange(10_000), 50)
+        data["seen"] = seen
+        return Ev(SUBSCRIBED, tag, data)
+
+    return make
+
+
+def _decider(store: Any, src: EventSource, conflicts: dict[str, int], name: str) -> Op:
+    def op() -> int:
+        tag = course_tag(src.course())
+        if not store.decide(TYPES, tag, make_subscription(tag, src)):
+            conflicts[name] = conflicts.get(name, 0) + 1
+        return 1
+
+    return op
+
+
+def s7_writers(stores: Stores, s: Settings) -> list[Record]:
+    """S7a (distinct tags) and S7b (one tag), ``s.writers`` threads per contender."""
+    totals: dict[str, dict[str, Samples]] = {"S7a": {}, "S7b": {}}
+    errors: dict[str, list[str]] = {}
+    violations: dict[str, int] = {}
+    names = list(stores.main())
+    for r in range(s.writer_rounds):
+        for name in timing.rotated(names, r):
+            store = stores.main()[name]
+            writers = store.writers(s.writers)
+            # S7a: writer i appends on its own course, conditional on its own head.
+            head = store.head()
+            steps = [
+                _distinct_writer(w, EventSource(100 + i), COURSES + i, head)
+                for i, w in enumerate(writers)
+            ]
+            sm, errs = timing.run_writers(steps, s.writer_seconds)
+            totals["S7a"].setdefault(name, Samples()).add(sm)
+            errors.setdefault(name, []).extend(errs)
+            # S7b: every writer runs decision cycles on the same, fresh tag.
+            hot = f"course:hot-{r}"
+            steps = [_hot_writer(w, EventSource(200 + i), hot) for i, w in enumerate(writers)]
+            sm, errs = timing.run_writers(steps, s.writer_seconds)
+            totals["S7b"].setdefault(name, Samples()).add(sm)
+            errors.setdefault(name, []).extend(errs)
+            violations[name] = violations.get(name, 0) + _violations(store, hot, sm.units)
+    records = []
+    for name in names:
+        a, b = totals["S7a"][name], totals["S7b"][name]
+        errs = errors.get(name, [])
+        records.append(
+            record(
+                G,
+                "S7a",
+                f"{s.writers} writers, distinct tags (conditional)",
+                name,
+                "appends/s",
+                a,
+                per="unit",
+                conflicts=a.counters.get("conflicts", 0),
+                errors=len(errs),
+            )
+        )
+        records.append(
+            record(
+                G,
+                "S7b",
+                f"{s.writers} writers, same tag (decision cycles)",
+                name,
+                "successful appends/s",
+                b,
+                per="unit",
+                attempts=b.calls,
+                conflict_rate=b.counters.get("conflicts", 0) / max(1, b.calls),
+                violations=violations.get(name, 0),
+                errors=len(errs),
+                error_samples=sorted(set(errs))[:3],
+            )
+        )
+    return records
+
+
+def _distinct_writer(store: Any, src: EventSource, k: int, head: int) -> timing.WriterStep:
+    after = [head]
+
+    def step() -> bool:
+        ev = src.event(k=k)
+        position = store.append_if(ev, (ev.type,), after[0])
+        if position is None:
+            return False
+        after[0] = position
+        return True
+
+    return step
+
+
+def _hot_writer(store: Any, src: EventSource, tag: str) -> timing.WriterStep:
+    make = make_subscription(tag, src)
+
+    def step() -> bool:
+        return bool(store.decide(TYPES, tag, make))
+
+    return step
+
+
+def _violations(store: Any, tag: str, successes: int) -> int:
+    """Each successful decision saw every earlier event of the scope: the i-th event (in
+    position order) must say it saw i events, and there must be exactly one per success."""
+    seen = store.scope_seen(tag)
+    wrong = sum(1 for i, value in enumerate(seen) if value != i)
+    return wrong + abs(len(seen) - successes)
+
+
+def s3_batches(stores: Stores, s: Settings) -> list[Record]:
+    records = []
+    for batches, size in ((100, 100), (10, 1000)):
+        ops: dict[str, Op] = {}
+        for name, store in stores.main().items():
+            ops[name] = _batcher(store, EventSource(30 + size), size)
+        results = timing.interleaved(ops, rounds=s.s3_rounds, calls=batches, warmup=1)
+        scenario = f"S3 {batches}x{size}"
+        title = f"batch append, {batches} batches of {size} events"
+        records += [
+            record(G, scenario, title, n, "events/s", sm, per="unit") for n, sm in results.items()
+        ]
+    return records
+
+
+def _batcher(store: Any, src: EventSource, size: int) -> Op:
+    def op() -> int:
+        return int(store.append_batch(src.batch(size)))
+
+    return op
+
+
+# -- the suite ------------------------------------------------------------------------------------
+
+
+def run(dsn: str, s: Settings, meta: dict[str, Any], prefix: str) -> list[Record]:
+    log(f"PostgreSQL: building three stores of {s.fill:,} events")
+    names = build_databases(dsn, prefix, s.fill, COURSES, meta)
+    stores = open_stores(dsn, names)
+    records: list[Record] = []
+    steps: list[tuple[str, Callable[[], list[Record]]]] = [
+        ("S4", lambda: s4_reads(stores, s)),
+        ("S5", lambda: s5_full_read(stores, s, dsn)),
+        ("S1", lambda: s1_appends(stores, s)),
+        ("S2", lambda: s2_conditional(stores, s)),
+        ("S2'", lambda: s2_rejected(stores, s)),
+        ("S6", lambda: s6_decisions(stores, s)),
+        ("S7", lambda: s7_writers(stores, s)),
+        ("S3", lambda: s3_batches(stores, s)),
+    ]
+    try:
+        for label, step in steps:
+            started = time.perf_counter()
+            records += step()
+            log(f"  {label} done in {time.perf_counter() - started:.1f}s")
+    finally:
+        stores.close()
+        for db in names.values():
+            drop_database(dsn, db)
+    return records

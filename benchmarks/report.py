@@ -1,0 +1,424 @@
+"""Results as JSON, a Markdown report, and (full mode, with matplotlib) PNG charts."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from benchmarks.records import (
+    CRABLET,
+    FLOOR,
+    FLOOR_AC,
+    PEER,
+    SQLITE_CRABLET,
+    SQLITE_FLOOR,
+    Record,
+)
+
+PG_ORDER = ["S1", "S2", "S2'", "S3 100x100", "S3 10x1000", "S4", "S5", "S6", "S7a", "S7b"]
+TS_PEER = {  # the TypeScript peer's figures on this kind of machine (brief, for reference)
+    "S1": 1046,
+    "S2": 846,
+    "S2'": 40,
+    "S3 100x100": 18_500,
+    "S3 10x1000": 25_500,
+    "S4": 317,
+    "S5": 118_000,
+    "S6": 273,
+    "S7a": 472,
+    "S7b": 26,
+}
+
+
+PEER_TARGETS = {
+    "S2": 1.5,
+    "S3 100x100": 1.5,
+    "S3 10x1000": 1.5,
+    "S4": 4.0,
+    "S5": 2.0,
+    "S6": 3.0,
+    "S7a": 2.0,
+    "S7b": 1.5,
+}
+
+
+def _find(records: list[Record], group: str, scenario: str, contender: str) -> Record | None:
+    for r in records:
+        if (r.group, r.scenario, r.contender) == (group, scenario, contender):
+            return r
+    return None
+
+
+def _x(value: float | None, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}x"
+
+
+def _n(value: float | None, digits: int = 0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def _ms(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.2f}" if value < 100 else f"{value:,.0f}"
+
+
+# -- targets --------------------------------------------------------------------------------------
+
+
+def targets(records: list[Record], mode: str) -> list[dict[str, Any]]:
+    """Each target of the brief with the measured value and whether it is met."""
+    out: list[dict[str, Any]] = []
+
+    def pg(scenario: str, who: str = CRABLET) -> Record | None:
+        return _find(records, "postgresql", scenario, who)
+
+    def add(name: str, target: str, measured: str, met: bool | None) -> None:
+        out.append({"scenario": name, "target": target, "measured": measured, "met": met})
+
+    def ratio_target(scenario: str, need: float, attr: str = "ratio_to_peer") -> None:
+        r = pg(scenario)
+        value = getattr(r, attr) if r else None
+        other = "peer" if attr == "ratio_to_peer" else "floor"
+        met = None if value is None else value >= need
+        add(scenario, f">= {need}x the {other}", _x(value), met)
+
+    r1 = pg("S1")
+    add(
+        "S1",
+        "within 10% of the floor (same transaction shape)",
+        _x(r1.ratio_to_floor if r1 else None),
+        None if r1 is None or r1.ratio_to_floor is None else r1.ratio_to_floor >= 0.9,
+    )
+    ratio_target("S2", 1.5)
+    acc, rej = pg("S2"), pg("S2'")
+    if acc and rej:
+        slower = rej.p50_ms / acc.p50_ms
+        add(
+            "S2'",
+            "a rejection about as cheap as an accepted append (p50 <= 1.25x S2's)",
+            f"p50 {slower:.2f}x S2's",
+            slower <= 1.25,
+        )
+    for scenario in ("S3 100x100", "S3 10x1000"):
+        ratio_target(scenario, 1.5)
+    r3 = pg("S3 10x1000")
+    if r3:
+        add(
+            "S3 10x1000",
+            "above the TypeScript peer's 25.5k events/s",
+            f"{r3.throughput:,.0f} events/s",
+            r3.throughput > 25_500,
+        )
+    ratio_target("S4", 4.0)
+    ratio_target("S5", 2.0)
+    big = _find(records, "scale", "S5 @1M", CRABLET)
+    small = pg("S5")
+    mem = big or small
+    if mem is not None and mem.extra.get("tracemalloc_peak_mb") is not None:
+        events = mem.extra.get("events_read", 0)
+        peak = float(mem.extra["tracemalloc_peak_mb"])
+        add(
+            "S5",
+            "streaming: peak memory growth <= 50 MB for 1M events",
+            f"{peak:.1f} MB (tracemalloc) for {events:,} events",
+            peak <= 50 if events >= 1_000_000 else None,
+        )
+    ratio_target("S6", 3.0)
+    ratio_target("S7a", 2.0)
+    r7 = pg("S7b")
+    if r7:
+        violations = int(r7.extra.get("violations", 0))
+        add("S7b", "zero invariant violations", str(violations), violations == 0)
+    ratio_target("S7b", 1.5)
+    for base in ("S2", "S4"):
+        lo = _find(records, "scale", f"S8 {base} @10k", CRABLET)
+        hi = _find(records, "scale", f"S8 {base} @1M", CRABLET)
+        if lo and hi:
+            value = hi.p50_ms / lo.p50_ms
+            add(f"S8 {base}", "p50 at 1M <= 1.25x p50 at 10k", _x(value), value <= 1.25)
+    for scenario in ("S1 sync=FULL", "S1 sync=NORMAL", "S2 sync=FULL", "S2 sync=NORMAL"):
+        r = _find(records, "sqlite", scenario, SQLITE_CRABLET)
+        if r:
+            value = r.ratio_to_floor
+            met = None if value is None else value >= 0.5
+            add(f"SQLite {scenario}", ">= 0.5x the raw sqlite3 floor", _x(value), met)
+    if mode == "quick":
+        for t in out:
+            t["met"] = None  # smoke-test sizes and iteration counts: not a verdict
+    return out
+
+
+# -- Markdown -------------------------------------------------------------------------------------
+
+
+def markdown(records: list[Record], meta: dict[str, Any], charts: list[str]) -> str:
+    lines = [f"# sa_crablet benchmark ({meta['mode']} mode)", ""]
+    lines += _meta_lines(meta)
+    for error in meta.get("errors", []):
+        lines.append(f"- **A part failed**: {error}")
+    lines += ["", "## Ratios (PostgreSQL, same run)", ""]
+    lines += [
+        "Throughput ratios: above 1 means sa_crablet did more per second. "
+        "The floor is hand-written psycopg 3 with the same transaction shape.",
+        "",
+        "| Scenario | unit | sa_crablet | floor | peer | sa_crablet / peer "
+        "| sa_crablet / floor | peer / floor |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for scenario in PG_ORDER:
+        c = _find(records, "postgresql", scenario, CRABLET)
+        f = _find(records, "postgresql", scenario, FLOOR)
+        p = _find(records, "postgresql", scenario, PEER)
+        if c is None:
+            continue
+        lines.append(
+            f"| {scenario} | {c.unit} | {_n(c.throughput)} | {_n(f.throughput if f else None)} "
+            f"| {_n(p.throughput if p else None)} | {_x(c.ratio_to_peer)} "
+            f"| {_x(c.ratio_to_floor)} | {_x(p.ratio_to_floor if p else None)} |"
+        )
+    for chart in charts:
+        lines += ["", f"![{chart}]({chart})"]
+    lines += ["", "## Targets", "", "| Scenario | Target | Measured | Met |", "|---|---|---|---|"]
+    for t in targets(records, meta["mode"]):
+        met = {True: "yes", False: "**no**", None: "-"}[t["met"]]
+        lines.append(f"| {t['scenario']} | {t['target']} | {t['measured']} | {met} |")
+    lines += ["", "## PostgreSQL: every contender", ""]
+    lines += _detail_table(records, "postgresql", PG_ORDER, [CRABLET, FLOOR, FLOOR_AC, PEER])
+    scale = [r for r in records if r.group == "scale"]
+    if scale:
+        lines += ["", "## S8: 10k events against 1M events", ""]
+        lines += _scale_lines(records)
+    sqlite = [r for r in records if r.group == "sqlite"]
+    if sqlite:
+        lines += ["", "## SQLite", ""]
+        sync = meta.get("sqlite", {})
+        for setting, who in sync.items():
+            desc = ", ".join(
+                f"{k}: {v['journal_mode']}/synchronous={v['synchronous']}" for k, v in who.items()
+            )
+            lines.append(f"- `synchronous={setting}` run: {desc} (0 OFF, 1 NORMAL, 2 FULL).")
+        lines.append("")
+        order = list(dict.fromkeys(r.scenario for r in sqlite))
+        lines += _detail_table(records, "sqlite", order, [SQLITE_CRABLET, SQLITE_FLOOR])
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _meta_lines(meta: dict[str, Any]) -> list[str]:
+    pg = meta.get("postgresql", {})
+    settings = ", ".join(f"{k}={v}" for k, v in pg.get("settings", {}).items())
+    lines = [
+        f"Generated by `python -m benchmarks{' --quick' if meta['mode'] == 'quick' else ''}` "
+        f"on {meta['started']} in {meta.get('elapsed_s', 0):.0f} s.",
+        "",
+        f"- Machine: {meta['machine']['cpu']} ({meta['machine']['cores']} cores), "
+        f"{meta['machine']['memory_gb']:.0f} GB RAM; Python {meta['versions']['python']}.",
+        f"- PostgreSQL: {pg.get('version', '?')}; {settings}.",
+        "- Versions: "
+        + ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if k != "python")
+        + f" (sa_crablet revision {meta.get('sa_crablet_revision', '?')}).",
+        f"- Stores: {meta['fill']:,} events each (4 types, ~95-byte JSON payload, one tag "
+        "`course:<k>`, k in 0..999), one fresh database per contender, VACUUM ANALYZE after "
+        "the fill.",
+        f"- Rounds: {meta['settings']['rounds']} interleaved rounds per scenario "
+        f"(S1/S2/S2': {meta['settings']['calls']} calls per round, S4: "
+        f"{meta['settings']['read_calls']}, S6: {meta['settings']['decide_calls']}; "
+        f"S7: {meta['settings']['writer_rounds']} x {meta['settings']['writer_seconds']:.0f} s "
+        f"with {meta['settings']['writers']} threads).",
+    ]
+    return lines
+
+
+def _detail_table(
+    records: list[Record], group: str, order: list[str], contenders: list[str]
+) -> list[str]:
+    lines = [
+        "| Scenario | Contender | Throughput | Unit | p50 ms | p99 ms | x peer | x floor | Notes |",
+        "|---|---|---:|---|---:|---:|---:|---:|---|",
+    ]
+    for scenario in order:
+        for who in contenders:
+            r = _find(records, group, scenario, who)
+            if r is None:
+                continue
+            lines.append(
+                f"| {scenario} | {who} | {_n(r.throughput)} | {r.unit} | {_ms(r.p50_ms)} "
+                f"| {_ms(r.p99_ms)} | {_x(r.ratio_to_peer)} | {_x(r.ratio_to_floor)} "
+                f"| {_notes(r)} |"
+            )
+    return lines
+
+
+def _notes(r: Record) -> str:
+    e = r.extra
+    notes = []
+    if "rows_per_read" in e:
+        notes.append(f"{e['rows_per_read']:.0f} events/read")
+    if "conflict_rate" in e:
+        notes.append(f"{e['conflict_rate']:.0%} of {e.get('attempts', 0):,} attempts conflicted")
+    if "violations" in e:
+        notes.append(f"violations {e['violations']}")
+    if e.get("errors"):
+        notes.append(f"errors {e['errors']}")
+    if e.get("tracemalloc_peak_mb") is not None:
+        notes.append(f"peak Python memory +{e['tracemalloc_peak_mb']:.1f} MB")
+    if e.get("rss_growth_mb") is not None:
+        notes.append(f"RSS +{e['rss_growth_mb']:.1f} MB")
+    if "events_per_read" in e:
+        notes.append(f"{e['events_per_read']:,.0f} events")
+    if e.get("memory_error"):
+        notes.append("memory measurement failed")
+    return "; ".join(notes)
+
+
+def _scale_lines(records: list[Record]) -> list[str]:
+    lines = [
+        "Stores spread over size/100 courses, so S4 returns ~100 events at both sizes. "
+        "Ratio = p50 at 1M / p50 at 10k (measured interleaved).",
+        "",
+        "| Scenario | Contender | p50 ms @10k | p99 ms @10k | p50 ms @1M | p99 ms @1M "
+        "| 1M / 10k | events/read @1M |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for base in ("S2", "S4"):
+        for who in (CRABLET, FLOOR, PEER):
+            lo = _find(records, "scale", f"S8 {base} @10k", who)
+            hi = _find(records, "scale", f"S8 {base} @1M", who)
+            if lo is None or hi is None:
+                continue
+            rows = f"{hi.extra.get('rows_per_call', 0):.0f}" if base == "S4" else "-"
+            lines.append(
+                f"| S8 {base} | {who} | {_ms(lo.p50_ms)} | {_ms(lo.p99_ms)} | {_ms(hi.p50_ms)} "
+                f"| {_ms(hi.p99_ms)} | {_x(hi.p50_ms / lo.p50_ms)} | {rows} |"
+            )
+    full = [r for r in records if r.group == "scale" and r.scenario.startswith("S5")]
+    if full:
+        lines += [
+            "",
+            "| Full read of the 1M store | events/s | seconds | x peer | Notes |",
+            "|---|---:|---:|---:|---|",
+        ]
+        for r in full:
+            lines.append(
+                f"| {r.contender} | {_n(r.throughput)} | {r.seconds:.1f} | {_x(r.ratio_to_peer)} "
+                f"| {_notes(r)} |"
+            )
+    return lines
+
+
+# -- charts ---------------------------------------------------------------------------------------
+
+
+def charts(records: list[Record], directory: Path, stem: str) -> list[str]:
+    """PNG charts (when matplotlib is installed); returns their file names."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    made: list[str] = []
+    rows = [
+        (s, _find(records, "postgresql", s, CRABLET), _find(records, "postgresql", s, PEER))
+        for s in PG_ORDER
+    ]
+    rows = [(s, c, p) for s, c, p in rows if c is not None]
+    if rows:
+        fig, ax = plt.subplots(figsize=(9, 5.5))
+        labels = [s for s, _c, _p in rows]
+        y = list(range(len(rows)))
+        to_peer = [c.ratio_to_peer or 0 for _s, c, _p in rows]
+        to_floor = [c.ratio_to_floor or 0 for _s, c, _p in rows]
+        peer_floor = [(p.ratio_to_floor or 0) if p else 0 for _s, _c, p in rows]
+        h = 0.27
+        ax.barh([i - h for i in y], to_peer, h, label="sa_crablet / peer", color="#1f77b4")
+        ax.barh(y, to_floor, h, label="sa_crablet / floor", color="#ff7f0e")
+        ax.barh([i + h for i in y], peer_floor, h, label="peer / floor", color="#aaaaaa")
+        ax.axvline(1.0, color="black", linewidth=0.8)
+        for i, (scenario, _c, _p) in enumerate(rows):
+            goal = PEER_TARGETS.get(scenario)
+            if goal is not None:
+                ax.plot([goal, goal], [i - 1.5 * h, i - 0.5 * h], color="red", linewidth=2)
+            if scenario == "S1":
+                ax.plot([0.9, 0.9], [i - 0.5 * h, i + 0.5 * h], color="red", linewidth=2)
+        ax.plot([], [], color="red", linewidth=2, label="target")
+        ax.set_yticks(y, labels)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.set_xlabel("throughput ratio (log scale; > 1: the first one is faster)")
+        ax.set_title("sa_crablet against the peer and the floor (PostgreSQL, same run)")
+        ax.legend(loc="lower right")
+        fig.tight_layout()
+        name = f"{stem}_ratios.png"
+        fig.savefig(directory / name, dpi=110)
+        plt.close(fig)
+        made.append(name)
+    scale = [r for r in records if r.group == "scale" and r.scenario.startswith("S8")]
+    if scale:
+        fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+        for ax, base in zip(axes, ("S2", "S4"), strict=True):
+            whos = [CRABLET, FLOOR, PEER]
+            lo = [_find(records, "scale", f"S8 {base} @10k", w) for w in whos]
+            hi = [_find(records, "scale", f"S8 {base} @1M", w) for w in whos]
+            x = list(range(len(whos)))
+            ax.bar([i - 0.2 for i in x], [r.p50_ms if r else 0 for r in lo], 0.4, label="10k")
+            ax.bar([i + 0.2 for i in x], [r.p50_ms if r else 0 for r in hi], 0.4, label="1M")
+            ax.set_xticks(x, whos)
+            ax.set_ylabel("p50 latency, ms")
+            ax.set_title(f"S8: {base} at 10k and 1M events")
+            ax.legend()
+        fig.tight_layout()
+        name = f"{stem}_scale.png"
+        fig.savefig(directory / name, dpi=110)
+        plt.close(fig)
+        made.append(name)
+    return made
+
+
+def write(
+    records: list[Record], meta: dict[str, Any], directory: Path, stem: str, chart: bool
+) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    names = charts(records, directory, stem) if chart else []
+    payload = {
+        "meta": meta,
+        "targets": targets(records, meta["mode"]),
+        "results": [r.as_dict() for r in records],
+        "typescript_peer_reference": TS_PEER,
+    }
+    json_path = directory / f"{stem}.json"
+    json_path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    md_path = directory / f"{stem}.md"
+    md_path.write_text(markdown(records, meta, names))
+    return [json_path, md_path, *(directory / n for n in names)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Render the Markdown and the charts again from a results JSON file."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=main.__doc__)
+    parser.add_argument("results", type=Path, help="a benchmark JSON file")
+    args = parser.parse_args(argv)
+    data = json.loads(args.results.read_text())
+    records = []
+    for row in data["results"]:
+        row = {
+            k: (float("nan") if v is None and k in ("p50_ms", "p99_ms") else v)
+            for k, v in row.items()
+        }
+        records.append(Record(**row))
+    stem = args.results.stem
+    write(records, data["meta"], args.results.parent, stem, data["meta"]["mode"] == "full")
+
+
+if __name__ == "__main__":
+    main()
