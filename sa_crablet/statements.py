@@ -222,9 +222,15 @@ EVENT_COLUMNS = ("position", "type", "tags", "data", "metadata", "recorded_at")
 
 @lru_cache(maxsize=512)
 def read_statement(
-    dialect: str, query: QueryShape, head: HeadShape, backwards: bool, limited: bool
+    dialect: str,
+    query: QueryShape,
+    head: HeadShape,
+    backwards: bool,
+    limited: bool,
+    resumed: bool = False,
 ) -> Select[Any]:
-    """Matching events in position order; parameter ``limit`` when ``limited``.
+    """Matching events in position order; parameter ``limit`` when ``limited``, and only
+    past parameter ``resume`` (a position already delivered) when ``resumed``.
 
     On PostgreSQL the first columns are ``pg_current_snapshot()`` and the reader's own
     transaction id (if it has one), taken by the *same* statement as the rows (a snapshot
@@ -239,6 +245,9 @@ def read_statement(
         .where(_shaped_query_clause(query), _shaped_after_clause(head))
         .order_by(order)
     )
+    if resumed:
+        resume = bindparam("resume", type_=BigInteger)
+        rows = rows.where(events.c.position < resume if backwards else events.c.position > resume)
     if limited:
         rows = rows.limit(bindparam("limit", type_=BigInteger))
     if dialect != POSTGRESQL:

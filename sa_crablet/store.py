@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import threading
 import time
@@ -182,37 +183,38 @@ class EventStore:
     def _stream(
         self, query: Query, head: Head | None, backwards: bool, limit: int | None
     ) -> Iterator[SequencedEvent | Head]:
+        """The first page (``fetch_size`` events) comes from one plain statement, which is
+        all most reads need; a longer read goes on through a server-side cursor, resuming
+        after the last event delivered. The head keeps the first page's snapshot: later
+        pages can only add events it treats as unseen (a conservative head, never a gap).
+        """
         conn = self.session.connection()
         dialect = conn.dialect.name
-        statement = statements.read_statement(
-            dialect,
-            statements.query_shape(query),
-            statements.head_shape(head, dialect),
-            backwards,
-            limit is not None,
-        )
-        params = statements.read_params(query, head, limit, dialect)
+        shapes = (statements.query_shape(query), statements.head_shape(head, dialect))
+        page = self.config.fetch_size
+        paged = limit is None or limit > page
+        first_limit = page + 1 if paged else limit
+        params = statements.read_params(query, head, first_limit, dialect)
         snapshot: Snapshot | None = None
         count = 0
         edge: int | None = None  # last position (forwards) / first position (backwards)
         highest = 0
         try:
             with self._timeouts(conn):
-                result = conn.execute(
-                    statement,
-                    params,
-                    execution_options={"stream_results": True, "yield_per": self.config.fetch_size},
+                statement = statements.read_statement(dialect, *shapes, backwards, True)
+                with _custom_plans(conn, True):  # a LIMITed GIN read needs its real values
+                    rows: list[Any] = list(conn.execute(statement, params).all())
+                if dialect == statements.POSTGRESQL:
+                    snapshot = Snapshot.parse(rows[0][0], rows[0][1])
+                    rows = [row[2:] for row in rows if row[2] is not None]
+                more = paged and len(rows) > page
+                rest = (
+                    self._rest(conn, shapes, params, backwards, limit, rows[page - 1])
+                    if more
+                    else iter(())
                 )
                 try:
-                    pg = dialect == statements.POSTGRESQL
-                    for row in result:
-                        values: Any = row
-                        if pg:
-                            if snapshot is None:
-                                snapshot = Snapshot.parse(row[0], row[1])
-                            values = row[2:]
-                            if values[0] is None:  # the empty result's single outer row
-                                continue
+                    for values in itertools.chain(rows[:page] if more else rows, rest):
                         event = to_event(values)
                         if edge is not None and (event.position < edge) != backwards:
                             raise CrabletError("a read returned events out of position order")
@@ -222,10 +224,42 @@ class EventStore:
                         highest = max(highest, event.position)
                         yield event
                 finally:
-                    result.close()
+                    close = getattr(rest, "close", None)
+                    if close is not None:
+                        close()  # releases the server-side cursor of an early stop
         except DBAPIError as exc:
             raise (translate(exc) or exc) from exc
         yield next_head(head, snapshot, highest, edge, count, backwards, limit)
+
+    def _rest(
+        self,
+        conn: Connection,
+        shapes: tuple[statements.QueryShape, statements.HeadShape],
+        params: dict[str, Any],
+        backwards: bool,
+        limit: int | None,
+        last: Any,
+    ) -> Iterator[Any]:
+        """The events after the first page, streamed through a server-side cursor."""
+        page = self.config.fetch_size
+        rest = dict(params, resume=last[0])
+        if limit is None:
+            rest.pop("limit", None)
+        else:
+            rest["limit"] = limit - page
+        statement = statements.read_statement(
+            conn.dialect.name, *shapes, backwards, limit is not None, True
+        )
+        result = conn.execute(
+            statement, rest, execution_options={"stream_results": True, "yield_per": page}
+        )
+        try:
+            skip = 2 if conn.dialect.name == statements.POSTGRESQL else 0
+            for row in result:
+                if row[skip] is not None:
+                    yield row[skip:]
+        finally:
+            result.close()
 
     # -- the command log -------------------------------------------------------------------------
 

@@ -165,6 +165,30 @@ def test_gap_a_late_commit_below_the_head_still_conflicts(engine: Engine) -> Non
         )
 
 
+@pytest.mark.postgresql_only
+def test_gap_across_pages_of_a_long_read(engine: Engine) -> None:
+    """A read longer than fetch_size continues through a cursor; its head keeps the first
+    page's snapshot, so the in-flight writer's event still counts as unseen."""
+    query = Query.of(tags=["course:pages"])
+    w1 = Session(engine)
+    assert EventStore(w1).append(Event("Subscribed", ["course:pages"])) == 1
+    with Session(engine) as w2:
+        EventStore(w2).append([Event("Subscribed", ["course:pages"]) for _ in range(3)])
+        w2.commit()
+    with Session(engine) as reader:
+        result = EventStore(reader, EventStoreConfig(fetch_size=1)).read(query)
+        assert [e.position for e in result] == [2, 3, 4]
+        stale = result.head
+    assert stale.position == 4
+    w1.commit()
+    w1.close()
+    with Session(engine) as session, pytest.raises(ConcurrencyError) as error:
+        EventStore(session).append(
+            Event("Decided", ["course:pages"]), AppendCondition(query, stale)
+        )
+    assert error.value.position == 1
+
+
 @pytest.mark.sqlite_only
 def test_gap_on_sqlite_in_flight_writer_commits_after_the_read(engine: Engine) -> None:
     query = Query.of(tags=["course:gap"])

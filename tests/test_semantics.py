@@ -180,3 +180,32 @@ def test_early_stop_releases_the_cursor(session: Session, store: EventStore) -> 
     result.close()
     # The connection is free again for other statements in the same transaction.
     assert store.append(Event("B")) == 51
+
+
+@pytest.mark.parametrize("fetch_size", [1, 2, 3, 1000])
+def test_reads_across_pages_match_a_single_page(session: Session, fetch_size: int) -> None:
+    from sa_crablet import EventStoreConfig
+
+    EventStore(session).append([Event(f"T{i % 3}", [f"k:{i % 2}"]) for i in range(10)])
+    paged = EventStore(session, EventStoreConfig(fetch_size=fetch_size))
+    whole = EventStore(session, EventStoreConfig(fetch_size=1000))
+    cases: list[dict[str, object]] = [
+        {},
+        {"backwards": True},
+        {"limit": 4},
+        {"limit": 4, "backwards": True},
+        {"after": 3},
+        {"after": 3, "limit": 3},
+        {"after": 8, "backwards": True},
+    ]
+    for query in (Query.all(), Query.of(tags=["k:1"]), Query.of(types=["T0", "T2"])):
+        for options in cases:
+            expected = whole.read(query, **options)  # type: ignore[arg-type]
+            got = paged.read(query, **options)  # type: ignore[arg-type]
+            assert [e.position for e in got] == [e.position for e in expected], options
+            assert got.head.position == expected.head.position, options
+    # Stopping early in a later page releases its cursor; the session goes on.
+    stream = paged.read(Query.all())
+    assert [next(stream).position for _ in range(min(5, 10))] == [1, 2, 3, 4, 5]
+    stream.close()
+    assert paged.append(Event("After")) == 11
