@@ -40,6 +40,8 @@ class ConcurrencyError(CrabletError):
     condition check itself failed (nothing was written, the transaction is intact),
     ``False`` when the database aborted the transaction (the session must be rolled back).
     Re-reading and deciding again in a new transaction is always the right reaction.
+    ``attempts`` is set by ``CommandExecutor`` when it gives up: how many times it ran the
+    handler.
     """
 
     def __init__(
@@ -53,6 +55,7 @@ class ConcurrencyError(CrabletError):
         self.condition = condition
         self.position = position
         self.transaction_usable = transaction_usable
+        self.attempts: int | None = None
         super().__init__(message)
 
 

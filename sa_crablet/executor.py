@@ -113,9 +113,10 @@ class CommandExecutor:
                     )
                     _commit(session)
                     return result
-            except ConcurrencyError:
+            except ConcurrencyError as error:
                 retry += 1
                 if retry >= self.retry.attempts:
+                    error.attempts = retry
                     raise
                 time.sleep(self.retry.delay(retry - 1))
 

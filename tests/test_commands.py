@@ -215,9 +215,9 @@ def test_retries_are_counted_and_bounded(engine: Engine) -> None:
             other.commit()
         return Decision(Event("Decided", [bank.account("a")]), model.append_condition)
 
-    with pytest.raises(ConcurrencyError):
+    with pytest.raises(ConcurrencyError) as error:
         executor.execute(Command("Stale"), always_stale)
-    assert runs == 3
+    assert runs == 3 and error.value.attempts == 3
     assert count_commands(engine) == 0
 
 
