@@ -97,7 +97,7 @@ def with_patches(op: Op, *patches: tuple[Any, str, Any]) -> Op:
 
 @contextmanager
 def _prepared_as_usual(conn: Any, wanted: bool) -> Iterator[None]:
-    """Stands in for ``store._custom_plans``: leave psycopg's auto-prepare alone."""
+    """Stands in for ``store.custom_plans``: leave psycopg's auto-prepare alone."""
     yield
 
 
@@ -370,8 +370,8 @@ def what_ifs(store: CrabletPg, floor: FloorPg, rounds: int, calls: int) -> dict[
             "psycopg floor": floor_ops["S6"],
         },
     }
-    if hasattr(store_module, "_custom_plans"):
-        generic = (store_module, "_custom_plans", _prepared_as_usual)
+    if hasattr(store_module, "custom_plans"):
+        generic = (store_module, "custom_plans", _prepared_as_usual)
         forced = (statements, "lock_select", lock_forcing_custom_plans)
         plans["S2"]["sa_crablet, INSERT prepared (generic plans, as for S1)"] = with_patches(
             pg_suite.conditional_appender(store, EventSource(18, 125, 250)), generic

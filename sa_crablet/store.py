@@ -5,19 +5,21 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
-import threading
-import time
-import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, func, select, text
+from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, scoped_session
-from sqlalchemy.pool import Pool
 
 from sa_crablet import _locks, statements
+from sa_crablet._connection import (
+    custom_plans,
+    fresh_conflict,
+    pg_timeouts,
+    sqlite_timeouts,
+)
 from sa_crablet._errors import translate
 from sa_crablet._limits import limiter
 from sa_crablet._validation import to_json
@@ -104,10 +106,10 @@ class EventStore:
                         # A fixed snapshot (REPEATABLE READ, SERIALIZABLE) cannot see what
                         # others committed after it: check on a fresh snapshot as well. The
                         # in-statement check below still sees this transaction's own events.
-                        conflict = _fresh_conflict(conn, shapes, check)
+                        conflict = fresh_conflict(conn, shapes, check)
                         if conflict is not None:
                             raise _condition_failed(condition, conflict)
-                with _custom_plans(conn, query is not None):
+                with custom_plans(conn, query is not None):
                     positions = conn.execute(statement, params).scalars().all()
                     if not positions:
                         first = statements.conflict_statement(dialect, *shapes)
@@ -202,7 +204,7 @@ class EventStore:
         try:
             with self._timeouts(conn):
                 statement = statements.read_statement(dialect, *shapes, backwards, True)
-                with _custom_plans(conn, True):  # a LIMITed GIN read needs its real values
+                with custom_plans(conn, True):  # a LIMITed GIN read needs its real values
                     rows: list[Any] = list(conn.execute(statement, params).all())
                 if dialect == statements.POSTGRESQL:
                     snapshot = Snapshot.parse(rows[0][0], rows[0][1])
@@ -376,8 +378,8 @@ class EventStore:
         if cfg.lock_timeout is None and cfg.statement_timeout is None:
             return nullcontext()
         if conn.dialect.name == statements.POSTGRESQL:
-            return _pg_timeouts(conn, cfg.lock_timeout, cfg.statement_timeout)
-        return _sqlite_timeouts(conn, cfg.lock_timeout, cfg.statement_timeout)
+            return pg_timeouts(conn, cfg.lock_timeout, cfg.statement_timeout)
+        return sqlite_timeouts(conn, cfg.lock_timeout, cfg.statement_timeout)
 
 
 def _condition_failed(condition: AppendCondition | None, position: int | None) -> ConcurrencyError:
@@ -388,60 +390,6 @@ def _condition_failed(condition: AppendCondition | None, position: int | None) -
         position=position,
         transaction_usable=True,
     )
-
-
-# One small pool per application engine for the fresh-snapshot checks of REPEATABLE READ
-# and SERIALIZABLE transactions. It is separate so a check never waits for a connection that
-# a host transaction (itself waiting for this check) holds.
-_side_engines: weakref.WeakKeyDictionary[Pool, Engine] = weakref.WeakKeyDictionary()
-_side_lock = threading.Lock()
-
-
-def _fresh_conflict(
-    conn: Connection,
-    shapes: tuple[statements.QueryShape, statements.HeadShape],
-    params: dict[str, Any],
-) -> int | None:
-    """The conflict check, run on a fresh snapshot in another connection (a new transaction
-    whose first statement is this check).
-
-    The host transaction already holds the condition's locks, so no conflicting conditional
-    append can commit between this check and the host's commit; an unconditional append
-    that commits after it is ordered after this decision, which is consistent. Events of
-    the host transaction itself are invisible here; the in-statement check covers them.
-    """
-    pool = conn.engine.pool  # shared by every execution_options() view of the engine
-    with _side_lock:
-        side = _side_engines.get(pool)
-        if side is None:
-            side = _side_engines[pool] = create_engine(conn.engine.url, pool=pool.recreate())
-    with side.connect() as fresh, _custom_plans(fresh, True):
-        statement = statements.conflict_statement(statements.POSTGRESQL, *shapes)
-        conflict: int | None = fresh.execute(statement, params).scalar()
-        fresh.rollback()
-    return conflict
-
-
-@contextmanager
-def _custom_plans(conn: Connection, wanted: bool) -> Iterator[None]:
-    """Run the enclosed statements unprepared on psycopg, so PostgreSQL plans each with its
-    actual values.
-
-    psycopg prepares a statement after a few executions, and PostgreSQL may then switch to
-    a generic plan. For a conflict check that is ruinous: not knowing that ``position > $1``
-    is the newest sliver of the table, the generic plan scans every event of the scope, or
-    the table (measured: 30 ms instead of 4 ms per decision cycle at 100k events).
-    """
-    raw = conn.connection.driver_connection if wanted else None
-    threshold = getattr(raw, "prepare_threshold", None)
-    if raw is None or threshold is None:
-        yield
-        return
-    raw.prepare_threshold = None
-    try:
-        yield
-    finally:
-        raw.prepare_threshold = threshold
 
 
 def _checked_json(field: str, value: Any) -> Any:
@@ -456,51 +404,3 @@ def _encode_batch(batch: list[Event]) -> str:
         for e in batch
     ]
     return json.dumps(rows, separators=(",", ":"), ensure_ascii=False)
-
-
-@contextmanager
-def _pg_timeouts(conn: Connection, lock: float | None, stmt: float | None) -> Iterator[None]:
-    settings = {
-        name: f"{round(seconds * 1000)}ms"
-        for name, seconds in (("lock_timeout", lock), ("statement_timeout", stmt))
-        if seconds is not None
-    }
-    # Read the host's values and set ours in one statement (left to right), SET LOCAL style,
-    # then put the host's values back so the rest of its transaction is unaffected.
-    old = conn.execute(
-        select(
-            *(func.current_setting(name) for name in settings),
-            *(func.set_config(name, value, True) for name, value in settings.items()),
-        )
-    ).one()
-    failed = False
-    try:
-        yield
-    except DBAPIError:
-        failed = True  # the transaction is aborted; rolling it back restores the settings
-        raise
-    finally:
-        if not failed:
-            conn.execute(
-                select(*(func.set_config(n, o, True) for n, o in zip(settings, old, strict=False)))
-            )
-
-
-@contextmanager
-def _sqlite_timeouts(conn: Connection, lock: float | None, stmt: float | None) -> Iterator[None]:
-    raw = conn.connection.driver_connection
-    old_busy = None
-    if lock is not None:
-        old_busy = conn.execute(text("PRAGMA busy_timeout")).scalar()
-        conn.execute(text(f"PRAGMA busy_timeout = {round(lock * 1000)}"))
-    if stmt is not None:
-        deadline = time.monotonic() + stmt
-        handler: Callable[[], int] = lambda: int(time.monotonic() > deadline)  # noqa: E731
-        raw.set_progress_handler(handler, 1000)  # type: ignore[union-attr]
-    try:
-        yield
-    finally:
-        if stmt is not None:
-            raw.set_progress_handler(None, 0)  # type: ignore[union-attr]
-        if old_busy is not None:
-            conn.execute(text(f"PRAGMA busy_timeout = {int(old_busy)}"))

@@ -1,0 +1,119 @@
+"""Statements the store runs on its connection besides its own: the fresh-snapshot conflict
+check, per-operation timeouts, and planning with actual values. Kept apart from
+``store.py`` so that module reads as the store's operations."""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, func, select, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import Pool
+
+from sa_crablet import statements
+
+# One small pool per application engine for the fresh-snapshot checks of REPEATABLE READ
+# and SERIALIZABLE transactions. It is separate so a check never waits for a connection that
+# a host transaction (itself waiting for this check) holds.
+_side_engines: weakref.WeakKeyDictionary[Pool, Engine] = weakref.WeakKeyDictionary()
+_side_lock = threading.Lock()
+
+
+def fresh_conflict(
+    conn: Connection,
+    shapes: tuple[statements.QueryShape, statements.HeadShape],
+    params: dict[str, Any],
+) -> int | None:
+    """The conflict check, run on a fresh snapshot in another connection (a new transaction
+    whose first statement is this check).
+
+    The host transaction already holds the condition's locks, so no conflicting conditional
+    append can commit between this check and the host's commit; an unconditional append
+    that commits after it is ordered after this decision, which is consistent. Events of
+    the host transaction itself are invisible here; the in-statement check covers them.
+    """
+    pool = conn.engine.pool  # shared by every execution_options() view of the engine
+    with _side_lock:
+        side = _side_engines.get(pool)
+        if side is None:
+            side = _side_engines[pool] = create_engine(conn.engine.url, pool=pool.recreate())
+    with side.connect() as fresh, custom_plans(fresh, True):
+        statement = statements.conflict_statement(statements.POSTGRESQL, *shapes)
+        conflict: int | None = fresh.execute(statement, params).scalar()
+        fresh.rollback()
+    return conflict
+
+
+@contextmanager
+def custom_plans(conn: Connection, wanted: bool) -> Iterator[None]:
+    """Run the enclosed statements unprepared on psycopg, so PostgreSQL plans each with its
+    actual values.
+
+    psycopg prepares a statement after a few executions, and PostgreSQL may then switch to
+    a generic plan. For a conflict check that is ruinous: not knowing that ``position > $1``
+    is the newest sliver of the table, the generic plan scans every event of the scope, or
+    the table (measured: 30 ms instead of 4 ms per decision cycle at 100k events).
+    """
+    raw = conn.connection.driver_connection if wanted else None
+    threshold = getattr(raw, "prepare_threshold", None)
+    if raw is None or threshold is None:
+        yield
+        return
+    raw.prepare_threshold = None
+    try:
+        yield
+    finally:
+        raw.prepare_threshold = threshold
+
+
+@contextmanager
+def pg_timeouts(conn: Connection, lock: float | None, stmt: float | None) -> Iterator[None]:
+    settings = {
+        name: f"{round(seconds * 1000)}ms"
+        for name, seconds in (("lock_timeout", lock), ("statement_timeout", stmt))
+        if seconds is not None
+    }
+    # Read the host's values and set ours in one statement (left to right), SET LOCAL style,
+    # then put the host's values back so the rest of its transaction is unaffected.
+    old = conn.execute(
+        select(
+            *(func.current_setting(name) for name in settings),
+            *(func.set_config(name, value, True) for name, value in settings.items()),
+        )
+    ).one()
+    failed = False
+    try:
+        yield
+    except DBAPIError:
+        failed = True  # the transaction is aborted; rolling it back restores the settings
+        raise
+    finally:
+        if not failed:
+            conn.execute(
+                select(*(func.set_config(n, o, True) for n, o in zip(settings, old, strict=False)))
+            )
+
+
+@contextmanager
+def sqlite_timeouts(conn: Connection, lock: float | None, stmt: float | None) -> Iterator[None]:
+    raw = conn.connection.driver_connection
+    old_busy = None
+    if lock is not None:
+        old_busy = conn.execute(text("PRAGMA busy_timeout")).scalar()
+        conn.execute(text(f"PRAGMA busy_timeout = {round(lock * 1000)}"))
+    if stmt is not None:
+        deadline = time.monotonic() + stmt
+        handler: Callable[[], int] = lambda: int(time.monotonic() > deadline)  # noqa: E731
+        raw.set_progress_handler(handler, 1000)  # type: ignore[union-attr]
+    try:
+        yield
+    finally:
+        if stmt is not None:
+            raw.set_progress_handler(None, 0)  # type: ignore[union-attr]
+        if old_busy is not None:
+            conn.execute(text(f"PRAGMA busy_timeout = {int(old_busy)}"))
