@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import itertools
 import json
 from collections.abc import Iterable, Iterator, Mapping
@@ -35,7 +34,14 @@ from sa_crablet.exceptions import (
 )
 from sa_crablet.projection import DecisionModel, StateProjector, check_projectors, union_query
 from sa_crablet.query import AppendCondition, Head, Query, Snapshot, check_after
-from sa_crablet.streams import ProjectionStream, ReadResult, next_head, project_events, to_event
+from sa_crablet.streams import (
+    ProjectionStream,
+    ReadResult,
+    as_utc,
+    next_head,
+    project_events,
+    to_event,
+)
 
 
 class EventStore:
@@ -309,9 +315,7 @@ class EventStore:
             raise (translate(exc) or exc) from exc
         if row is None:
             return None
-        executed_at = row["executed_at"]
-        if executed_at.tzinfo is None:  # SQLite stores UTC without an offset
-            executed_at = executed_at.replace(tzinfo=dt.UTC)
+        executed_at = as_utc(row["executed_at"])
         return CommandRecord(
             row["id"],
             row["type"],

@@ -126,6 +126,9 @@ def next_head(
 
 def to_event(row: Any) -> SequencedEvent:
     position, type_, tags, data, metadata, recorded_at = row
-    if recorded_at.tzinfo is None:  # SQLite stores UTC without an offset
-        recorded_at = recorded_at.replace(tzinfo=dt.UTC)
-    return SequencedEvent(type_, tags, data, metadata, position, recorded_at)
+    return SequencedEvent(type_, tags, data, metadata, position, as_utc(recorded_at))
+
+
+def as_utc(moment: dt.datetime) -> dt.datetime:
+    """A stored timestamp with its offset: SQLite stores UTC without one."""
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment
