@@ -19,6 +19,12 @@ class EventStoreConfig:
     ``max_concurrent_projections`` / ``max_concurrent_appends``: fail-fast limits, shared by
     every store in the process whose configuration is equal to this one; a call over the
     limit raises ``TooManyProjectionsError`` / ``TooManyAppendsError`` at once.
+    ``direct_execution``: on PostgreSQL with psycopg, run the store's own append and read
+    statements directly on the Session's DBAPI connection (same connection, same
+    transaction), skipping SQLAlchemy Core's per-call overhead. Core is still used whenever
+    the engine echoes SQL or has ``before_cursor_execute`` / ``after_cursor_execute`` /
+    ``handle_error`` listeners, so tracing and logging see every statement; ``False`` always
+    uses Core.
     """
 
     max_batch_size: int = 1000
@@ -27,6 +33,7 @@ class EventStoreConfig:
     fetch_size: int = 1000
     max_concurrent_projections: int = 100
     max_concurrent_appends: int = 100
+    direct_execution: bool = True
 
     def __post_init__(self) -> None:
         for name in (
@@ -38,6 +45,8 @@ class EventStoreConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValidationError(name, value, "must be a positive int")
+        if not isinstance(self.direct_execution, bool):
+            raise ValidationError("direct_execution", self.direct_execution, "must be a bool")
         for name in ("lock_timeout", "statement_timeout"):
             value = getattr(self, name)
             if value is None:

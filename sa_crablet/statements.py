@@ -13,6 +13,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     ColumnElement,
+    CompoundSelect,
     Insert,
     Select,
     String,
@@ -20,12 +21,14 @@ from sqlalchemy import (
     bindparam,
     case,
     cast,
+    false,
     func,
     literal_column,
     null,
     or_,
     select,
     true,
+    union_all,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -153,13 +156,20 @@ def head_params(head: Head | None, dialect: str) -> dict[str, Any]:
     return params
 
 
-def _shaped_query_clause(shape: QueryShape, table: Any = events) -> ColumnElement[bool]:
+def _shaped_query_clause(
+    shape: QueryShape, dialect: str, table: Any = events
+) -> ColumnElement[bool]:
     if shape is None:
         return true()
     items: list[ColumnElement[bool]] = []
     for i, (has_types, has_tags) in enumerate(shape):
         parts: list[ColumnElement[bool]] = []
-        if has_types:
+        if has_types and dialect == POSTGRESQL:
+            # One array parameter: the statement text is the same for any number of types,
+            # so it compiles once and psycopg can send it as is (no expanding IN).
+            wanted = bindparam(f"types_{i}", type_=ARRAY(String))
+            parts.append(table.c.type == func.any(wanted))
+        elif has_types:
             parts.append(table.c.type.in_(bindparam(f"types_{i}", expanding=True)))
         if has_tags:
             parts.append(TagsContain(table, bindparam(f"tags_{i}", type_=TagArray())))
@@ -209,7 +219,7 @@ def conflict_statement(dialect: str, query: QueryShape, head: HeadShape) -> Sele
     those its read saw (``Snapshot.own``), so "unique within one transaction" holds."""
     return (
         select(events.c.position)
-        .where(_shaped_query_clause(query), _shaped_after_clause(head))
+        .where(_shaped_query_clause(query, dialect), _shaped_after_clause(head))
         .order_by(events.c.position)
         .limit(1)
     )
@@ -242,7 +252,7 @@ def read_statement(
     order = events.c.position.desc() if backwards else events.c.position.asc()
     rows = (
         select(*(events.c[name] for name in EVENT_COLUMNS))
-        .where(_shaped_query_clause(query), _shaped_after_clause(head))
+        .where(_shaped_query_clause(query, dialect), _shaped_after_clause(head))
         .order_by(order)
     )
     if resumed:
@@ -344,8 +354,32 @@ def insert_statement(dialect: str, query: QueryShape | str, head: HeadShape) -> 
     if query != UNCONDITIONAL:
         assert not isinstance(query, str)
         source = source.where(~conflict_statement(dialect, query, head).exists())
-    names = ["type", "tags", "data", "metadata", "transaction_id", "recorded_at", "command_id"]
-    return events.insert().from_select(names, source).returning(events.c.position)
+    return events.insert().from_select(_INSERTED, source).returning(events.c.position)
+
+
+_INSERTED = ["type", "tags", "data", "metadata", "transaction_id", "recorded_at", "command_id"]
+
+
+@lru_cache(maxsize=512)
+def checked_insert_statement(query: QueryShape, head: HeadShape) -> CompoundSelect[Any]:
+    """PostgreSQL's conditional append in one statement: rows ``(position, false)`` for
+    the events inserted, or one row ``(conflicting position, true)`` and nothing written.
+
+    The check runs once (a CTE read by the INSERT and by the result), so a rejection
+    reports the first conflicting event without a second statement, on the same snapshot.
+    """
+    conflict = conflict_statement(POSTGRESQL, query, head).cte("conflict")
+    plain = insert_statement(POSTGRESQL, UNCONDITIONAL, None)
+    source = plain.select
+    assert source is not None
+    guarded = source.where(~select(conflict.c.position).exists())
+    inserted = (
+        events.insert().from_select(_INSERTED, guarded).returning(events.c.position).cte("ins")
+    )
+    return union_all(
+        select(inserted.c.position, false().label("conflict")),
+        select(conflict.c.position, true().label("conflict")),
+    )
 
 
 # -- the same statements with their values bound, for inspection (EXPLAIN, docs) ----------------
@@ -435,6 +469,7 @@ def select_events_of_command() -> Select[Any]:
 __all__ = [
     "EVENT_COLUMNS",
     "UNCONDITIONAL",
+    "checked_insert_statement",
     "conflict_statement",
     "head_params",
     "head_shape",

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, CursorResult
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, scoped_session
 
-from sa_crablet import _locks, statements
+from sa_crablet import _driver, _locks, statements
 from sa_crablet._connection import (
     custom_plans,
     fresh_conflict,
@@ -97,16 +97,19 @@ class EventStore:
         conn = self.session.connection()
         dialect = conn.dialect.name
         params: dict[str, Any] = {"batch": payload, "command_id": command_id}
-        if query is None:
-            statement = statements.insert_statement(dialect, statements.UNCONDITIONAL, None)
-        else:
+        shapes: tuple[statements.QueryShape, statements.HeadShape] | None = None
+        check: dict[str, Any] = {}
+        if query is not None:
             shapes = (statements.query_shape(query), statements.head_shape(head, dialect))
             check = statements.query_params(query) | statements.head_params(head, dialect)
-            statement = statements.insert_statement(dialect, *shapes)
             params |= check
         try:
             with self._appends.slot(), self._timeouts(conn):
-                if query is not None and dialect == statements.POSTGRESQL:
+                if shapes is None:
+                    statement = statements.insert_statement(dialect, statements.UNCONDITIONAL, None)
+                    positions = [row[0] for row in self._rows(conn, statement, params, True)]
+                elif dialect == statements.POSTGRESQL:
+                    assert query is not None
                     isolation = self._lock(conn, query, batch)
                     if isolation != "read committed":
                         # A fixed snapshot (REPEATABLE READ, SERIALIZABLE) cannot see what
@@ -115,8 +118,18 @@ class EventStore:
                         conflict = fresh_conflict(conn, shapes, check)
                         if conflict is not None:
                             raise _condition_failed(condition, conflict)
-                with custom_plans(conn, query is not None):
-                    positions = conn.execute(statement, params).scalars().all()
+                    # Check and insert in one statement, planned for its values every time
+                    # (a generic plan cannot tell that the check usually finds nothing).
+                    checked = statements.checked_insert_statement(*shapes)
+                    rows = self._rows(conn, checked, params, False)
+                    positions = [position for position, failed in rows if not failed]
+                    if not positions:
+                        failed_at = [position for position, failed in rows if failed]
+                        raise _condition_failed(condition, failed_at[0] if failed_at else None)
+                else:
+                    # SQLite: one writer at a time, so the check needs no lock.
+                    statement = statements.insert_statement(dialect, *shapes)
+                    positions = [row[0] for row in self._rows(conn, statement, params, False)]
                     if not positions:
                         first = statements.conflict_statement(dialect, *shapes)
                         raise _condition_failed(condition, conn.execute(first, check).scalar())
@@ -124,6 +137,18 @@ class EventStore:
             raise (translate(exc, condition) or exc) from exc
         last: int = max(positions)
         return last
+
+    def _rows(
+        self, conn: Connection, statement: Any, params: dict[str, Any], prepare: bool
+    ) -> list[Any]:
+        """Every row of one of the store's own statements, directly on the driver where
+        possible (see :mod:`sa_crablet._driver`), else through Core. ``prepare=False``
+        has PostgreSQL plan the statement for its actual values on every call."""
+        raw = _driver.direct(conn, self.config.direct_execution)
+        if raw is not None:
+            return _driver.fetch(raw, conn, statement, params, prepare)
+        with custom_plans(conn, not prepare):
+            return list(conn.execute(statement, params).all())
 
     def _check_batch(self, events: Iterable[Event] | Event) -> list[Event]:
         if isinstance(events, Event):
@@ -155,9 +180,8 @@ class EventStore:
         other appender committed. The locks are held until the host's transaction ends.
         """
         keys, exclusive = _locks.plan(query, batch)
-        isolation: str = conn.execute(
-            statements.lock_select(), {"keys": keys, "exclusive": exclusive}
-        ).scalar_one()
+        params = {"keys": keys, "exclusive": exclusive}
+        isolation: str = self._rows(conn, statements.lock_select(), params, True)[0][0]
         return isolation
 
     # -- reads -----------------------------------------------------------------------------------
@@ -210,8 +234,8 @@ class EventStore:
         try:
             with self._timeouts(conn):
                 statement = statements.read_statement(dialect, *shapes, backwards, True)
-                with custom_plans(conn, True):  # a LIMITed GIN read needs its real values
-                    rows: list[Any] = list(conn.execute(statement, params).all())
+                # Planned for its values: a LIMITed GIN read needs them to pick its index.
+                rows = self._rows(conn, statement, params, False)
                 if dialect == statements.POSTGRESQL:
                     snapshot = Snapshot.parse(rows[0][0], rows[0][1])
                     rows = [row[2:] for row in rows if row[2] is not None]
@@ -258,16 +282,20 @@ class EventStore:
         statement = statements.read_statement(
             conn.dialect.name, *shapes, backwards, limit is not None, True
         )
-        result = conn.execute(
-            statement, rest, execution_options={"stream_results": True, "yield_per": page}
-        )
+        skip = 2 if conn.dialect.name == statements.POSTGRESQL else 0
+        raw = _driver.direct(conn, self.config.direct_execution)
+        rows: Generator[Any, None, None] | CursorResult[Any]
+        if raw is not None:
+            rows = _driver.stream(raw, conn, statement, rest, page)
+        else:
+            options = {"stream_results": True, "yield_per": page}
+            rows = conn.execute(statement, rest, execution_options=options)
         try:
-            skip = 2 if conn.dialect.name == statements.POSTGRESQL else 0
-            for row in result:
+            for row in rows:
                 if row[skip] is not None:
                     yield row[skip:]
         finally:
-            result.close()
+            rows.close()
 
     # -- the command log -------------------------------------------------------------------------
 

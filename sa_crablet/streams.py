@@ -125,8 +125,10 @@ def next_head(
 
 
 def to_event(row: Any) -> SequencedEvent:
+    """An event from a row of ``EVENT_COLUMNS``, as Core or the driver returns it (tags
+    as a list from psycopg directly)."""
     position, type_, tags, data, metadata, recorded_at = row
-    return SequencedEvent(type_, tags, data, metadata, position, as_utc(recorded_at))
+    return SequencedEvent(type_, tuple(tags), data, metadata, position, as_utc(recorded_at))
 
 
 def as_utc(moment: dt.datetime) -> dt.datetime:

@@ -1,0 +1,132 @@
+"""The store's hot statements, run directly on the Session's own psycopg connection.
+
+Why: for the short statements of an append or a read, SQLAlchemy Core's execution path
+(cache look-up, parameter and result processing, row objects) costs the client more than
+PostgreSQL spends running them. The statements are still built by :mod:`statements` and
+compiled by SQLAlchemy's dialect, once per shape; only their execution skips Core. They
+run on the very DBAPI connection, in the very transaction, that the host's ``Session``
+holds, so they commit or roll back with it exactly as before.
+
+What the host gives up is seeing these statements in SQLAlchemy's own hooks, so the store
+goes through Core whenever something is listening: an engine that echoes SQL, or listeners
+for ``before_cursor_execute``, ``after_cursor_execute`` or ``handle_error`` (tracing and
+logging integrations use those). ``EventStoreConfig(direct_execution=False)`` turns this
+path off altogether.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, cast
+
+from sqlalchemy import Connection
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
+
+_cursor_names = itertools.count()
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """A statement as the driver receives it: SQL text, the values SQLAlchemy bound at
+    build time (``LIMIT 1`` and the like), and the bind processors of its parameters."""
+
+    sql: str
+    defaults: Mapping[str, Any]
+    processors: Mapping[str, Callable[[Any], Any]]
+
+    def bind(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        values = dict(self.defaults)
+        values.update(params)
+        for name, process in self.processors.items():
+            value = values.get(name)
+            if value is not None:
+                values[name] = process(value)
+        return values
+
+
+@lru_cache(maxsize=1024)
+def compiled(statement: ClauseElement, dialect: Dialect) -> Compiled:
+    """Compile once per (statement, dialect); the store's statements are themselves built
+    once per shape, so this cache is hit on every call after the first."""
+    result = cast(SQLCompiler, statement.compile(dialect=dialect))
+    if "__[POSTCOMPILE" in result.string:  # an expanding IN cannot go to the driver as is
+        raise AssertionError("direct execution needs a statement without expanding parameters")
+    defaults = {k: v for k, v in result.construct_params(_check=False).items() if v is not None}
+    processors = {
+        name: process for name, process in result._bind_processors.items() if callable(process)
+    }
+    return Compiled(result.string, defaults, processors)
+
+
+def direct(conn: Connection, enabled: bool) -> Any | None:
+    """The psycopg connection to run statements on directly, or ``None`` to go through
+    Core (another driver, direct execution disabled, or someone listening to Core)."""
+    if not enabled or conn.dialect.driver != "psycopg":
+        return None
+    if getattr(conn, "_echo", False):
+        return None
+    dispatch = conn.dispatch
+    if (
+        dispatch.before_cursor_execute
+        or dispatch.after_cursor_execute
+        or conn.dialect.dispatch.handle_error
+    ):
+        return None
+    return conn.connection.driver_connection
+
+
+def fetch(
+    raw: Any, conn: Connection, statement: ClauseElement, params: Mapping[str, Any], prepare: bool
+) -> list[Any]:
+    """All rows of ``statement``; ``prepare=False`` has PostgreSQL plan it for its values
+    every time (what a conflict check needs), ``True`` prepares it on first use."""
+    form = compiled(statement, conn.dialect)
+    values = form.bind(params)
+    try:
+        rows: list[Any] = raw.execute(form.sql, values, prepare=prepare).fetchall()
+    except raw.Error as exc:
+        raise _wrapped(conn, raw, form.sql, values, exc) from exc
+    return rows
+
+
+def stream(
+    raw: Any, conn: Connection, statement: ClauseElement, params: Mapping[str, Any], size: int
+) -> Generator[Any, None, None]:
+    """The rows of ``statement`` through a server-side cursor, ``size`` per round trip;
+    closing the generator closes the cursor."""
+    form = compiled(statement, conn.dialect)
+    values = form.bind(params)
+    cursor = raw.cursor(name=f"sa_crablet_{next(_cursor_names)}")
+    cursor.itersize = size
+    try:
+        cursor.execute(form.sql, values)
+        yield from cursor
+    except raw.Error as exc:
+        raise _wrapped(conn, raw, form.sql, values, exc) from exc
+    finally:
+        cursor.close()
+
+
+def _wrapped(
+    conn: Connection, raw: Any, sql: str, values: Mapping[str, Any], exc: Exception
+) -> BaseException:
+    """The driver's error as SQLAlchemy would have raised it (``OperationalError``,
+    ``IntegrityError``, ... with ``.orig``), so callers and the store's translation see one
+    kind of error whichever path ran; a broken connection is invalidated, as Core does."""
+    broken = bool(getattr(raw, "broken", False) or getattr(raw, "closed", False))
+    if broken:
+        conn.invalidate(exc)
+    return DBAPIError.instance(
+        sql,
+        dict(values),
+        exc,
+        conn.dialect.loaded_dbapi.Error,
+        connection_invalidated=broken,
+        dialect=conn.dialect,
+    )

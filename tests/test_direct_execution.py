@@ -1,0 +1,167 @@
+"""The store's statements run directly on the Session's psycopg connection, unless SQLAlchemy
+hooks are listening: the same results either way, errors as SQLAlchemy raises them, and a
+broken connection invalidated."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session
+
+from sa_crablet import (
+    AppendCondition,
+    ConcurrencyError,
+    Event,
+    EventStore,
+    EventStoreConfig,
+    Query,
+    ValidationError,
+    counter,
+)
+from tests.conftest import clean_postgres
+
+pytestmark = pytest.mark.postgresql_only
+
+DIRECT = EventStoreConfig()
+CORE = EventStoreConfig(direct_execution=False)
+
+
+@pytest.fixture
+def driver_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """SQL sent through ``psycopg.Connection.execute`` or a named cursor: only the direct
+    path uses those (Core executes on plain cursors)."""
+    calls: list[str] = []
+    execute = psycopg.Connection.execute
+    cursor = psycopg.Connection.cursor
+
+    def counting_execute(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(str(query))
+        return execute(self, query, *args, **kwargs)
+
+    def counting_cursor(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("name"):
+            calls.append(f"named cursor {kwargs['name']}")
+        return cursor(self, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Connection, "execute", counting_execute)
+    monkeypatch.setattr(psycopg.Connection, "cursor", counting_cursor)
+    return calls
+
+
+def scenario(engine: Engine, config: EventStoreConfig) -> list[Any]:
+    """Appends (plain, batch, conditional, rejected), reads of every kind, a projection."""
+    seen: list[Any] = []
+    course = Query.of(types=["Opened", "Joined"], tags=["course:1"])
+    small = EventStoreConfig(fetch_size=3, direct_execution=config.direct_execution)
+    with Session(engine) as session, session.begin():
+        store = EventStore(session, config)
+        seen.append(store.append(Event("Opened", ["course:1"], {"seats": 2})))
+        seen.append(
+            store.append(
+                [Event("Joined", ["course:1", f"student:{i}"], {"i": i}) for i in range(5)]
+            )
+        )
+        seen.append(store.append(Event("Other", ["course:2"], None, {"by": "test"})))
+    with Session(engine) as session, session.begin():
+        store = EventStore(session, config)
+        model = store.project([counter("n", course)])
+        seen.append(model["n"])
+        seen.append(store.append(Event("Joined", ["course:1"]), model.append_condition))
+        with pytest.raises(ConcurrencyError) as info:
+            store.append(Event("Joined", ["course:1"]), AppendCondition(course, 1))
+        seen.append((info.value.position, info.value.transaction_usable))
+    with Session(engine) as session, session.begin():
+        for cfg in (config, small):  # one page, and pages through a server-side cursor
+            store = EventStore(session, cfg)
+            for kwargs in ({}, {"backwards": True}, {"limit": 4}, {"after": 2}):
+                result = store.read(course, **kwargs)
+                events = [(e.position, e.type, e.tags, e.data, e.metadata) for e in result]
+                seen.append((kwargs, events, result.head.position))
+            everything = list(store.read(Query.all()))
+            seen.append([(e.position, e.tags, e.metadata) for e in everything])
+            assert all(e.recorded_at.tzinfo is not None for e in everything)
+    return seen
+
+
+def test_direct_and_core_paths_agree(engine: Engine, driver_calls: list[str]) -> None:
+    direct = scenario(engine, DIRECT)
+    assert any("INSERT INTO sa_crablet_events" in sql for sql in driver_calls)
+    assert any("pg_advisory_xact_lock" in sql for sql in driver_calls)
+    assert any(sql.startswith("named cursor") for sql in driver_calls)
+
+    clean_postgres(engine)
+    driver_calls.clear()
+    core = scenario(engine, CORE)
+    assert driver_calls == []
+    assert core == direct
+    assert direct[:3] == [1, 6, 7]
+    assert direct[3] == 6 and direct[4] == 8
+    assert direct[5] == (2, True)
+
+
+def test_cursor_listeners_see_every_statement(engine: Engine, driver_calls: list[str]) -> None:
+    hooked = create_engine(engine.url)
+    statements: list[str] = []
+
+    @event.listens_for(hooked, "before_cursor_execute")
+    def record(*args: Any) -> None:
+        statements.append(args[2])
+
+    try:
+        with Session(hooked) as session, session.begin():
+            store = EventStore(session)
+            store.append(Event("Opened", ["course:1"]))
+            condition = AppendCondition(Query.of(types=["Opened"], tags=["course:1"]), 1)
+            store.append(Event("Opened", ["course:1"]), condition)
+            assert len(list(store.read(Query.all()))) == 2
+    finally:
+        hooked.dispose()
+    assert driver_calls == []
+    assert sum("INSERT INTO sa_crablet_events" in sql for sql in statements) == 2
+    assert any("pg_advisory_xact_lock" in sql for sql in statements)
+    assert any("pg_current_snapshot" in sql for sql in statements)
+
+
+def test_an_echoing_engine_logs_every_statement(
+    engine: Engine, driver_calls: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    echoing = create_engine(engine.url, echo=True)
+    try:
+        with (
+            caplog.at_level(logging.INFO, "sqlalchemy.engine"),
+            Session(echoing) as session,
+            session.begin(),
+        ):
+            EventStore(session).append(Event("Opened", ["course:1"]))
+    finally:
+        echoing.dispose()
+    assert driver_calls == []
+    assert "INSERT INTO sa_crablet_events" in caplog.text
+
+
+def test_a_broken_connection_is_invalidated_and_the_next_session_works(engine: Engine) -> None:
+    with Session(engine) as session:
+        store = EventStore(session)
+        store.append(Event("Opened", ["course:1"]))
+        pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        with engine.connect() as killer:
+            killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with pytest.raises(OperationalError) as info:
+            store.append(Event("Opened", ["course:1"]))
+        assert isinstance(info.value, DBAPIError)
+        assert info.value.connection_invalidated
+        assert isinstance(info.value.orig, psycopg.OperationalError)
+        session.rollback()
+    with Session(engine) as session, session.begin():
+        assert EventStore(session).append(Event("Opened", ["course:1"])) >= 1
+
+
+def test_direct_execution_must_be_a_bool() -> None:
+    with pytest.raises(ValidationError) as info:
+        EventStoreConfig(direct_execution="yes")  # type: ignore[arg-type]
+    assert info.value.field == "direct_execution"
