@@ -4,7 +4,9 @@ broken connection invalidated."""
 
 from __future__ import annotations
 
+import json
 import logging
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -21,6 +23,7 @@ from sa_crablet import (
     EventStoreConfig,
     Query,
     ValidationError,
+    _driver,
     counter,
 )
 from tests.conftest import clean_postgres
@@ -33,23 +36,20 @@ CORE = EventStoreConfig(direct_execution=False)
 
 @pytest.fixture
 def driver_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """SQL sent through ``psycopg.Connection.execute`` or a named cursor: only the direct
-    path uses those (Core executes on plain cursors)."""
+    """The SQL of every statement the store ran on the direct path."""
     calls: list[str] = []
-    execute = psycopg.Connection.execute
-    cursor = psycopg.Connection.cursor
+    fetch, stream = _driver.fetch, _driver.stream
 
-    def counting_execute(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
-        calls.append(str(query))
-        return execute(self, query, *args, **kwargs)
+    def counting_fetch(raw: Any, conn: Any, statement: Any, *args: Any) -> Any:
+        calls.append(_driver.compiled(statement, conn.dialect).sql)
+        return fetch(raw, conn, statement, *args)
 
-    def counting_cursor(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("name"):
-            calls.append(f"named cursor {kwargs['name']}")
-        return cursor(self, *args, **kwargs)
+    def counting_stream(raw: Any, conn: Any, statement: Any, *args: Any) -> Any:
+        calls.append("server-side cursor: " + _driver.compiled(statement, conn.dialect).sql)
+        return stream(raw, conn, statement, *args)
 
-    monkeypatch.setattr(psycopg.Connection, "execute", counting_execute)
-    monkeypatch.setattr(psycopg.Connection, "cursor", counting_cursor)
+    monkeypatch.setattr(_driver, "fetch", counting_fetch)
+    monkeypatch.setattr(_driver, "stream", counting_stream)
     return calls
 
 
@@ -92,7 +92,7 @@ def test_direct_and_core_paths_agree(engine: Engine, driver_calls: list[str]) ->
     direct = scenario(engine, DIRECT)
     assert any("INSERT INTO sa_crablet_events" in sql for sql in driver_calls)
     assert any("pg_advisory_xact_lock" in sql for sql in driver_calls)
-    assert any(sql.startswith("named cursor") for sql in driver_calls)
+    assert any(sql.startswith("server-side cursor") for sql in driver_calls)
 
     clean_postgres(engine)
     driver_calls.clear()
@@ -165,3 +165,32 @@ def test_direct_execution_must_be_a_bool() -> None:
     with pytest.raises(ValidationError) as info:
         EventStoreConfig(direct_execution="yes")  # type: ignore[arg-type]
     assert info.value.field == "direct_execution"
+
+
+BIG = {"n": 123456789012345678901234567890, "f": 1.5, "s": "1234567890123456789012", "u": "é"}
+
+
+@pytest.mark.parametrize("config", [DIRECT, CORE], ids=["direct", "core"])
+def test_payloads_read_back_exactly(engine: Engine, config: EventStoreConfig) -> None:
+    small = {"a": [1, 2.25, None, True], "b": {"c": "d"}}
+    with Session(engine) as session, session.begin():
+        store = EventStore(session, config)
+        store.append([Event("T", ["x:1"], BIG, {"m": 2**70}), Event("T", ["x:1"], small)])
+        first, second = store.read(Query.all())
+    assert first.data == BIG and type(first.data["n"]) is int
+    assert first.metadata == {"m": 2**70}
+    assert second.data == small
+
+
+def test_an_engines_json_deserializer_is_used(engine: Engine) -> None:
+    decimals = create_engine(
+        engine.url, json_deserializer=lambda text: json.loads(text, parse_float=Decimal)
+    )
+    try:
+        with Session(decimals) as session, session.begin():
+            store = EventStore(session)
+            store.append(Event("T", ["x:1"], {"price": 0.1}))
+            (event,) = store.read(Query.all())
+    finally:
+        decimals.dispose()
+    assert event.data == {"price": Decimal("0.1")}
