@@ -132,10 +132,13 @@ def stream(
     form = compiled(statement, conn.dialect)
     values = form.bind(params)
     cursor = _cursor(raw, conn, f"sa_crablet_{next(_cursor_names)}")
-    cursor.itersize = size
     try:
         cursor.execute(form.sql, values)
-        yield from cursor
+        while True:  # whole pages: iterating the cursor itself costs a call per row
+            rows = cursor.fetchmany(size)
+            yield from rows
+            if len(rows) < size:
+                break
     except raw.Error as exc:
         raise _wrapped(conn, raw, form.sql, values, exc) from exc
     finally:

@@ -242,8 +242,9 @@ def read_statement(
     """Matching events in position order; parameter ``limit`` when ``limited``, and only
     past parameter ``resume`` (a position already delivered) when ``resumed``.
 
-    On PostgreSQL the first columns are ``pg_current_snapshot()`` and the reader's own
-    transaction id (if it has one), taken by the *same* statement as the rows (a snapshot
+    On PostgreSQL (unless ``resumed``: a later page keeps its first page's snapshot) the
+    first columns are ``pg_current_snapshot()`` and the reader's own transaction id (if it
+    has one), taken by the *same* statement as the rows (a snapshot
     taken by another statement would be either unsafe or too strict), and the rows are LEFT
     JOINed to it so an empty result still carries it. The rows keep the LATERAL subquery's
     order (a nested loop over one outer row; cursors never run parallel plans), and the
@@ -260,8 +261,8 @@ def read_statement(
         rows = rows.where(events.c.position < resume if backwards else events.c.position > resume)
     if limited:
         rows = rows.limit(bindparam("limit", type_=BigInteger))
-    if dialect != POSTGRESQL:
-        return rows
+    if dialect != POSTGRESQL or resumed:
+        return rows  # a resumed read keeps the snapshot its first page took
     snap = select(
         cast(func.pg_current_snapshot(), String).label("snapshot"),
         cast(func.pg_current_xact_id_if_assigned(), String).label("own"),

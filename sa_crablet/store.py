@@ -230,7 +230,6 @@ class EventStore:
         snapshot: Snapshot | None = None
         count = 0
         edge: int | None = None  # last position (forwards) / first position (backwards)
-        highest = 0
         try:
             with self._timeouts(conn):
                 statement = statements.read_statement(dialect, *shapes, backwards, True)
@@ -248,12 +247,12 @@ class EventStore:
                 try:
                     for values in itertools.chain(rows[:page] if more else rows, rest):
                         event = to_event(values)
-                        if edge is not None and (event.position < edge) != backwards:
+                        position = event.position
+                        if edge is not None and (position < edge) != backwards:
                             raise CrabletError("a read returned events out of position order")
                         count += 1
                         if edge is None or not backwards:
-                            edge = event.position
-                        highest = max(highest, event.position)
+                            edge = position
                         yield event
                 finally:
                     close = getattr(rest, "close", None)
@@ -261,6 +260,9 @@ class EventStore:
                         close()  # releases the server-side cursor of an early stop
         except DBAPIError as exc:
             raise (translate(exc) or exc) from exc
+        # In order, the highest position is the last one forwards, the first one backwards:
+        # exactly ``edge``.
+        highest = 0 if edge is None else edge
         yield next_head(head, snapshot, highest, edge, count, backwards, limit)
 
     def _rest(
@@ -282,7 +284,6 @@ class EventStore:
         statement = statements.read_statement(
             conn.dialect.name, *shapes, backwards, limit is not None, True
         )
-        skip = 2 if conn.dialect.name == statements.POSTGRESQL else 0
         raw = _driver.direct(conn, self.config.direct_execution)
         rows: Generator[Any, None, None] | CursorResult[Any]
         if raw is not None:
@@ -291,9 +292,7 @@ class EventStore:
             options = {"stream_results": True, "yield_per": page}
             rows = conn.execute(statement, rest, execution_options=options)
         try:
-            for row in rows:
-                if row[skip] is not None:
-                    yield row[skip:]
+            yield from rows
         finally:
             rows.close()
 
