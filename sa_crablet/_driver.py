@@ -124,6 +124,27 @@ def fetch(
     return rows
 
 
+def fetch_pipelined(
+    raw: Any, conn: Connection, calls: list[tuple[ClauseElement, Mapping[str, Any], bool]]
+) -> list[list[Any]]:
+    """The rows of several statements sent in one round trip (psycopg's pipeline mode),
+    with the ``BEGIN`` that opens the transaction if it is the first. PostgreSQL still runs
+    them one after the other, each with its own snapshot under READ COMMITTED."""
+    cursors: list[Any] = []
+    sql, values = "", {}
+    try:
+        with raw.pipeline():
+            for statement, params, prepare in calls:
+                form = compiled(statement, conn.dialect)
+                sql, values = form.sql, form.bind(params)
+                cursor = _cursor(raw, conn)
+                cursor.execute(sql, values, prepare=prepare)
+                cursors.append(cursor)
+        return [cursor.fetchall() for cursor in cursors]
+    except raw.Error as exc:
+        raise _wrapped(conn, raw, sql, values, exc) from exc
+
+
 def stream(
     raw: Any, conn: Connection, statement: ClauseElement, params: Mapping[str, Any], size: int
 ) -> Generator[Any, None, None]:

@@ -368,12 +368,21 @@ def checked_insert_statement(query: QueryShape, head: HeadShape) -> CompoundSele
 
     The check runs once (a CTE read by the INSERT and by the result), so a rejection
     reports the first conflicting event without a second statement, on the same snapshot.
+
+    Parameter ``isolation_checked``: unless it is true, nothing is inserted outside READ
+    COMMITTED. That lets the store send this statement together with the lock statement
+    (one round trip) before it knows the isolation level: at a fixed-snapshot level the
+    statement does nothing, and the store checks on a fresh snapshot and runs it again.
     """
     conflict = conflict_statement(POSTGRESQL, query, head).cte("conflict")
     plain = insert_statement(POSTGRESQL, UNCONDITIONAL, None)
     source = plain.select
     assert source is not None
-    guarded = source.where(~select(conflict.c.position).exists())
+    read_committed = func.current_setting("transaction_isolation") == "read committed"
+    guarded = source.where(
+        ~select(conflict.c.position).exists(),
+        or_(bindparam("isolation_checked", type_=Boolean), read_committed),
+    )
     inserted = (
         events.insert().from_select(_INSERTED, guarded).returning(events.c.position).cte("ins")
     )

@@ -109,23 +109,8 @@ class EventStore:
                     statement = statements.insert_statement(dialect, statements.UNCONDITIONAL, None)
                     positions = [row[0] for row in self._rows(conn, statement, params, True)]
                 elif dialect == statements.POSTGRESQL:
-                    assert query is not None
-                    isolation = self._lock(conn, query, batch)
-                    if isolation != "read committed":
-                        # A fixed snapshot (REPEATABLE READ, SERIALIZABLE) cannot see what
-                        # others committed after it: check on a fresh snapshot as well. The
-                        # in-statement check below still sees this transaction's own events.
-                        conflict = fresh_conflict(conn, shapes, check)
-                        if conflict is not None:
-                            raise _condition_failed(condition, conflict)
-                    # Check and insert in one statement, planned for its values every time
-                    # (a generic plan cannot tell that the check usually finds nothing).
-                    checked = statements.checked_insert_statement(*shapes)
-                    rows = self._rows(conn, checked, params, False)
-                    positions = [position for position, failed in rows if not failed]
-                    if not positions:
-                        failed_at = [position for position, failed in rows if failed]
-                        raise _condition_failed(condition, failed_at[0] if failed_at else None)
+                    assert condition is not None and query is not None
+                    positions = self._checked_append(conn, condition, batch, shapes, params)
                 else:
                     # SQLite: one writer at a time, so the check needs no lock.
                     statement = statements.insert_statement(dialect, *shapes)
@@ -169,20 +154,50 @@ class EventStore:
                 raise ValidationError("events", event, "append takes Event values")
         return batch
 
-    def _lock(self, conn: Connection, query: Query, batch: list[Event]) -> str:
-        """Take the advisory locks of a conditional append; return the isolation level.
+    def _checked_append(
+        self,
+        conn: Connection,
+        condition: AppendCondition,
+        batch: list[Event],
+        shapes: tuple[statements.QueryShape, statements.HeadShape],
+        params: dict[str, Any],
+    ) -> list[int]:
+        """PostgreSQL's conditional append: take the advisory locks, then check and insert
+        in one new statement; return the positions or raise ``ConcurrencyError``.
 
-        Why: under READ COMMITTED, "check, then insert" lets two appenders with the same
-        condition both see nothing and both commit. Exclusive locks on the condition's keys
-        (shared on the keys of the events written) serialize exactly the appends whose
-        scopes overlap; the check that follows is a new statement (or, at a fixed-snapshot
-        isolation level, a fresh connection), so it runs after the wait and sees what the
-        other appender committed. The locks are held until the host's transaction ends.
+        Why the locks: under READ COMMITTED, "check, then insert" lets two appenders with
+        the same condition both see nothing and both commit. Exclusive locks on the
+        condition's keys (shared on the keys of the events written) serialize exactly the
+        appends whose scopes overlap; the check is a later statement (or, at a fixed-snapshot
+        isolation level, also a fresh connection), so it runs after the wait and sees what
+        the other appender committed. The locks are held until the host's transaction ends.
+        The insert is planned for its values every time: a generic plan cannot tell that
+        the check usually finds nothing.
         """
-        keys, exclusive = _locks.plan(query, batch)
-        params = {"keys": keys, "exclusive": exclusive}
-        isolation: str = self._rows(conn, statements.lock_select(), params, True)[0][0]
-        return isolation
+        keys, exclusive = _locks.plan(condition.fail_if_events_match, batch)
+        lock = (statements.lock_select(), {"keys": keys, "exclusive": exclusive}, True)
+        checked = statements.checked_insert_statement(*shapes)
+        raw = _driver.direct(conn, self.config.direct_execution)
+        if raw is not None:
+            # Lock and insert in one round trip. The insert does nothing outside READ
+            # COMMITTED (its isolation guard), since the fresh check must come first there.
+            guarded = (checked, params | {"isolation_checked": False}, False)
+            lock_rows, rows = _driver.fetch_pipelined(raw, conn, [lock, guarded])
+            isolation: str = lock_rows[0][0]
+            if isolation == "read committed":
+                return _inserted(condition, rows)
+        else:
+            isolation = self._rows(conn, *lock)[0][0]
+        if isolation != "read committed":
+            # A fixed snapshot (REPEATABLE READ, SERIALIZABLE) cannot see what others
+            # committed after it: check on a fresh snapshot as well. The in-statement check
+            # still sees this transaction's own events.
+            check = {k: v for k, v in params.items() if k not in ("batch", "command_id")}
+            conflict = fresh_conflict(conn, shapes, check)
+            if conflict is not None:
+                raise _condition_failed(condition, conflict)
+        rows = self._rows(conn, checked, params | {"isolation_checked": True}, False)
+        return _inserted(condition, rows)
 
     # -- reads -----------------------------------------------------------------------------------
 
@@ -421,6 +436,15 @@ def _condition_failed(condition: AppendCondition | None, position: int | None) -
         position=position,
         transaction_usable=True,
     )
+
+
+def _inserted(condition: AppendCondition, rows: list[Any]) -> list[int]:
+    """The positions a checked insert returned, or its conflict as ``ConcurrencyError``."""
+    positions = [position for position, failed in rows if not failed]
+    if not positions:
+        failed_at = [position for position, failed in rows if failed]
+        raise _condition_failed(condition, failed_at[0] if failed_at else None)
+    return positions
 
 
 def _checked_json(field: str, value: Any) -> Any:

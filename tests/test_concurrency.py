@@ -18,8 +18,8 @@ from sa_crablet import (
     Head,
     OperationTimeoutError,
     Query,
+    _locks,
 )
-from sa_crablet.store import EventStore as _Store
 from tests.conftest import count_events
 from tests.helpers import in_thread, run_parallel
 
@@ -65,7 +65,7 @@ def test_the_race_test_detects_a_missing_lock(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Control: without the advisory locks, check-then-insert lets several racers win."""
-    monkeypatch.setattr(_Store, "_lock", lambda self, conn, query, batch: None)
+    monkeypatch.setattr(_locks, "plan", lambda query, batch: ([], []))
     winners = [race_round(engine, f"unlocked:{r}").count("won") for r in range(ROUNDS)]
     assert max(winners) > 1, winners
 

@@ -38,7 +38,7 @@ CORE = EventStoreConfig(direct_execution=False)
 def driver_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The SQL of every statement the store ran on the direct path."""
     calls: list[str] = []
-    fetch, stream = _driver.fetch, _driver.stream
+    fetch, stream, pipelined = _driver.fetch, _driver.stream, _driver.fetch_pipelined
 
     def counting_fetch(raw: Any, conn: Any, statement: Any, *args: Any) -> Any:
         calls.append(_driver.compiled(statement, conn.dialect).sql)
@@ -48,7 +48,12 @@ def driver_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         calls.append("server-side cursor: " + _driver.compiled(statement, conn.dialect).sql)
         return stream(raw, conn, statement, *args)
 
+    def counting_pipelined(raw: Any, conn: Any, batch: Any) -> Any:
+        calls.extend(_driver.compiled(statement, conn.dialect).sql for statement, *_ in batch)
+        return pipelined(raw, conn, batch)
+
     monkeypatch.setattr(_driver, "fetch", counting_fetch)
+    monkeypatch.setattr(_driver, "fetch_pipelined", counting_pipelined)
     monkeypatch.setattr(_driver, "stream", counting_stream)
     return calls
 
