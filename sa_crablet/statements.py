@@ -79,11 +79,35 @@ def _tags_contain_side_table(element: TagsContain, compiler: SQLCompiler, **kw: 
     # so each wanted tag is an index range; tags are de-duplicated, so the count is exact.
     position = compiler.process(element.position, **kw)
     wanted = compiler.process(element.tags, **kw)
+    after = ""
+    if isinstance(element, TagsContainAfter):
+        after = f" AND position > {compiler.process(element.after, **kw)}"
     return (
         f"{position} IN (SELECT position FROM {EVENT_TAGS_TABLE} "
-        f"WHERE tag IN (SELECT value FROM json_each({wanted})) "
+        f"WHERE tag IN (SELECT value FROM json_each({wanted})){after} "
         f"GROUP BY position HAVING count(*) = json_array_length({wanted}))"
     )
+
+
+class TagsContainAfter(TagsContain):
+    """:class:`TagsContain` for events after a position only. On SQLite the bound goes
+    into the side-table look-up (a range of its primary key), so a conflict check reads
+    the tag's recent positions instead of all of them: without it, every conditional
+    append on a tag with many events would collect the tag's whole history first."""
+
+    inherit_cache = True
+    _traverse_internals = [  # noqa: RUF012 - SQLAlchemy's own convention
+        *TagsContain._traverse_internals,
+        ("after", InternalTraversal.dp_clauseelement),
+    ]
+
+    def __init__(self, table: Any, tags: BindParameter[Any], after: BindParameter[Any]) -> None:
+        super().__init__(table, tags)
+        self.after = after
+
+
+compiles(TagsContainAfter, POSTGRESQL)(_tags_contain_pg)  # GIN needs no such hint
+compiles(TagsContainAfter)(_tags_contain_side_table)
 
 
 def item_clause(item: QueryItem, table: Any = events) -> ColumnElement[bool]:
@@ -157,8 +181,10 @@ def head_params(head: Head | None, dialect: str) -> dict[str, Any]:
 
 
 def _shaped_query_clause(
-    shape: QueryShape, dialect: str, table: Any = events
+    shape: QueryShape, dialect: str, table: Any = events, after: bool = False
 ) -> ColumnElement[bool]:
+    """``after``: the statement also requires ``position > after_position`` (a head that
+    is a bare position), which SQLite's tag look-up can use as well."""
     if shape is None:
         return true()
     items: list[ColumnElement[bool]] = []
@@ -172,9 +198,18 @@ def _shaped_query_clause(
         elif has_types:
             parts.append(table.c.type.in_(bindparam(f"types_{i}", expanding=True)))
         if has_tags:
-            parts.append(TagsContain(table, bindparam(f"tags_{i}", type_=TagArray())))
+            tags = bindparam(f"tags_{i}", type_=TagArray())
+            if after and dialect != POSTGRESQL:
+                bound = bindparam("after_position", type_=BigInteger)
+                parts.append(TagsContainAfter(table, tags, bound))
+            else:
+                parts.append(TagsContain(table, tags))
         items.append(and_(*parts))
     return or_(*items)
+
+
+def _by_position(head: HeadShape) -> bool:
+    return head is not None and head[0] == "position"
 
 
 def _shaped_after_clause(shape: HeadShape, table: Any = events) -> ColumnElement[bool]:
@@ -219,7 +254,8 @@ def conflict_statement(dialect: str, query: QueryShape, head: HeadShape) -> Sele
     those its read saw (``Snapshot.own``), so "unique within one transaction" holds."""
     return (
         select(events.c.position)
-        .where(_shaped_query_clause(query, dialect), _shaped_after_clause(head))
+        .where(_shaped_query_clause(query, dialect, after=_by_position(head)))
+        .where(_shaped_after_clause(head))
         .order_by(events.c.position)
         .limit(1)
     )
@@ -253,7 +289,8 @@ def read_statement(
     order = events.c.position.desc() if backwards else events.c.position.asc()
     rows = (
         select(*(events.c[name] for name in EVENT_COLUMNS))
-        .where(_shaped_query_clause(query, dialect), _shaped_after_clause(head))
+        .where(_shaped_query_clause(query, dialect, after=_by_position(head)))
+        .where(_shaped_after_clause(head))
         .order_by(order)
     )
     if resumed:

@@ -9,7 +9,15 @@ from sqlalchemy import Engine, event, text
 from sqlalchemy.orm import Session
 
 import sa_crablet
-from sa_crablet import Event, EventStore, Query, allow_mutation, create_sqlite_engine, events
+from sa_crablet import (
+    AppendCondition,
+    Event,
+    EventStore,
+    Query,
+    allow_mutation,
+    create_sqlite_engine,
+    events,
+)
 from sa_crablet.schema import EVENT_TAGS_TABLE
 
 
@@ -45,6 +53,39 @@ def test_tag_reads_use_the_side_table_index(engine: Engine) -> None:
         )
     assert f"SEARCH {EVENT_TAGS_TABLE} USING PRIMARY KEY (tag=?)" in plan, plan
     assert f"SCAN {events.name}" not in plan, plan
+
+
+@pytest.mark.sqlite_only
+def test_a_conditional_append_reads_only_the_tags_recent_positions(engine: Engine) -> None:
+    """On a tag with a long history, the condition's tag look-up starts at the head (a
+    range of the side table's key), never at the tag's first event."""
+    with Session(engine) as session:
+        store = EventStore(session)
+        store.append([Event("T", ["account:hot"]) for _ in range(300)])
+        head = store.append([Event("T", [f"account:{i}"]) for i in range(300)])
+        session.commit()
+    with engine.connect() as conn:
+        conn.exec_driver_sql("ANALYZE")
+    executed: list[tuple[str, object]] = []
+
+    def capture(*args: object) -> None:
+        executed.append((str(args[2]), args[3]))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        with Session(engine) as session:
+            condition = AppendCondition(Query.of(types=["T"], tags=["account:hot"]), head)
+            EventStore(session).append(Event("T", ["account:hot"]), condition)
+            session.commit()
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    sql, params = next((s, p) for s, p in executed if s.startswith("INSERT"))
+    with engine.connect() as conn:
+        plan = " | ".join(
+            str(row[-1])
+            for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params)  # type: ignore[arg-type]
+        )
+    assert f"SEARCH {EVENT_TAGS_TABLE} USING PRIMARY KEY (tag=? AND position>?)" in plan, plan
 
 
 @pytest.mark.sqlite_only
