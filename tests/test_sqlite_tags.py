@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, event, text
@@ -27,30 +30,38 @@ def tag_rows(engine: Engine) -> list[tuple[str, int]]:
         return [(str(tag), int(position)) for tag, position in rows]
 
 
+@contextmanager
+def captured(engine: Engine) -> Iterator[list[tuple[str, Any]]]:
+    """The (SQL, parameters) of every statement run on ``engine`` meanwhile."""
+    executed: list[tuple[str, Any]] = []
+
+    def capture(*args: Any) -> None:
+        executed.append((str(args[2]), args[3]))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        yield executed
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+
+
+def query_plan(engine: Engine, sql: str, params: Any) -> str:
+    """SQLite's plan for a statement, after ``ANALYZE`` (statistics must not spoil it)."""
+    with engine.connect() as conn:
+        conn.exec_driver_sql("ANALYZE")
+        rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params)
+        return " | ".join(str(row[-1]) for row in rows)
+
+
 @pytest.mark.sqlite_only
 def test_tag_reads_use_the_side_table_index(engine: Engine) -> None:
     with Session(engine) as session:
         EventStore(session).append([Event("T", [f"course:{i % 50}"]) for i in range(500)])
         session.commit()
-    executed: list[tuple[str, object]] = []
-
-    def capture(*args: object) -> None:
-        executed.append((str(args[2]), args[3]))
-
-    event.listen(engine, "before_cursor_execute", capture)
-    try:
-        with Session(engine) as session:
-            found = EventStore(session).read(Query.of(types=["T"], tags=["course:7"]))
-            assert len(list(found)) == 10
-    finally:
-        event.remove(engine, "before_cursor_execute", capture)
-    sql, params = executed[-1]
-    with engine.connect() as conn:
-        conn.exec_driver_sql("ANALYZE")
-        plan = " | ".join(
-            str(row[-1])
-            for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params)  # type: ignore[arg-type]
-        )
+    with captured(engine) as executed, Session(engine) as session:
+        found = EventStore(session).read(Query.of(types=["T"], tags=["course:7"]))
+        assert len(list(found)) == 10
+    plan = query_plan(engine, *executed[-1])
     assert f"SEARCH {EVENT_TAGS_TABLE} USING PRIMARY KEY (tag=?)" in plan, plan
     assert f"SCAN {events.name}" not in plan, plan
 
@@ -66,25 +77,12 @@ def test_a_conditional_append_reads_only_the_tags_recent_positions(engine: Engin
         session.commit()
     with engine.connect() as conn:
         conn.exec_driver_sql("ANALYZE")
-    executed: list[tuple[str, object]] = []
-
-    def capture(*args: object) -> None:
-        executed.append((str(args[2]), args[3]))
-
-    event.listen(engine, "before_cursor_execute", capture)
-    try:
-        with Session(engine) as session:
-            condition = AppendCondition(Query.of(types=["T"], tags=["account:hot"]), head)
-            EventStore(session).append(Event("T", ["account:hot"]), condition)
-            session.commit()
-    finally:
-        event.remove(engine, "before_cursor_execute", capture)
-    sql, params = next((s, p) for s, p in executed if s.startswith("INSERT"))
-    with engine.connect() as conn:
-        plan = " | ".join(
-            str(row[-1])
-            for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params)  # type: ignore[arg-type]
-        )
+    with captured(engine) as executed, Session(engine) as session:
+        condition = AppendCondition(Query.of(types=["T"], tags=["account:hot"]), head)
+        EventStore(session).append(Event("T", ["account:hot"]), condition)
+        session.commit()
+    insert = next(call for call in executed if call[0].startswith("INSERT"))
+    plan = query_plan(engine, *insert)
     assert f"SEARCH {EVENT_TAGS_TABLE} USING PRIMARY KEY (tag=? AND position>?)" in plan, plan
 
 
