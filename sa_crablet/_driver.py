@@ -28,6 +28,7 @@ from functools import lru_cache
 from typing import Any, cast
 
 import orjson
+import psycopg
 from psycopg.adapt import Loader
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
@@ -124,25 +125,34 @@ def fetch(
     return rows
 
 
-def fetch_pipelined(
-    raw: Any, conn: Connection, calls: list[tuple[ClauseElement, Mapping[str, Any], bool]]
+def fetch_script(
+    raw: Any, conn: Connection, calls: list[tuple[ClauseElement, Mapping[str, Any]]]
 ) -> list[list[Any]]:
-    """The rows of several statements sent in one round trip (psycopg's pipeline mode),
-    with the ``BEGIN`` that opens the transaction if it is the first. PostgreSQL still runs
-    them one after the other, each with its own snapshot under READ COMMITTED."""
-    cursors: list[Any] = []
-    sql, values = "", {}
+    """The rows of several statements sent as one query string, in one round trip.
+
+    PostgreSQL still runs them one after the other, and under READ COMMITTED each takes
+    its own snapshot when it starts, exactly as if they had been sent one by one; what is
+    saved is a round trip and its system calls, which cost the client about as much CPU
+    as SQLAlchemy's own work per statement. Values are bound client side by psycopg's
+    ``ClientCursor`` (quoted by libpq), since a query string with several statements
+    cannot carry server-side parameters; the statements are planned for their values.
+    """
+    cursor = psycopg.ClientCursor(raw)
+    sql = ""
     try:
-        with raw.pipeline():
-            for statement, params, prepare in calls:
-                form = compiled(statement, conn.dialect)
-                sql, values = form.sql, form.bind(params)
-                cursor = _cursor(raw, conn)
-                cursor.execute(sql, values, prepare=prepare)
-                cursors.append(cursor)
-        return [cursor.fetchall() for cursor in cursors]
+        sql = ";\n".join(
+            cursor.mogrify(form.sql, form.bind(params))
+            for form, params in ((compiled(st, conn.dialect), params) for st, params in calls)
+        )
+        cursor.execute(sql)
+        results = [cursor.fetchall()]
+        while cursor.nextset():
+            results.append(cursor.fetchall())
     except raw.Error as exc:
-        raise _wrapped(conn, raw, sql, values, exc) from exc
+        raise _wrapped(conn, raw, sql, {}, exc) from exc
+    finally:
+        cursor.close()
+    return results
 
 
 def stream(

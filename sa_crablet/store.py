@@ -181,8 +181,8 @@ class EventStore:
         if raw is not None:
             # Lock and insert in one round trip. The insert does nothing outside READ
             # COMMITTED (its isolation guard), since the fresh check must come first there.
-            guarded = (checked, params | {"isolation_checked": False}, False)
-            lock_rows, rows = _driver.fetch_pipelined(raw, conn, [lock, guarded])
+            guarded = (checked, params | {"isolation_checked": False})
+            lock_rows, rows = _driver.fetch_script(raw, conn, [lock[:2], guarded])
             isolation: str = lock_rows[0][0]
             if isolation == "read committed":
                 return _inserted(condition, rows)

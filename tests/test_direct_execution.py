@@ -38,7 +38,7 @@ CORE = EventStoreConfig(direct_execution=False)
 def driver_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The SQL of every statement the store ran on the direct path."""
     calls: list[str] = []
-    fetch, stream, pipelined = _driver.fetch, _driver.stream, _driver.fetch_pipelined
+    fetch, stream, script = _driver.fetch, _driver.stream, _driver.fetch_script
 
     def counting_fetch(raw: Any, conn: Any, statement: Any, *args: Any) -> Any:
         calls.append(_driver.compiled(statement, conn.dialect).sql)
@@ -48,12 +48,12 @@ def driver_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         calls.append("server-side cursor: " + _driver.compiled(statement, conn.dialect).sql)
         return stream(raw, conn, statement, *args)
 
-    def counting_pipelined(raw: Any, conn: Any, batch: Any) -> Any:
-        calls.extend(_driver.compiled(statement, conn.dialect).sql for statement, *_ in batch)
-        return pipelined(raw, conn, batch)
+    def counting_script(raw: Any, conn: Any, batch: Any) -> Any:
+        calls.extend(_driver.compiled(statement, conn.dialect).sql for statement, _ in batch)
+        return script(raw, conn, batch)
 
     monkeypatch.setattr(_driver, "fetch", counting_fetch)
-    monkeypatch.setattr(_driver, "fetch_pipelined", counting_pipelined)
+    monkeypatch.setattr(_driver, "fetch_script", counting_script)
     monkeypatch.setattr(_driver, "stream", counting_stream)
     return calls
 
@@ -199,3 +199,38 @@ def test_an_engines_json_deserializer_is_used(engine: Engine) -> None:
     finally:
         decimals.dispose()
     assert event.data == {"price": Decimal("0.1")}
+
+
+TRICKY = {
+    "quote": 'it\'s "quoted"',
+    "backslash": "C:\\path\\n not a newline",
+    "percent": "100% %s %(x)s",
+    "sql": "'); DROP TABLE sa_crablet_events; --",
+    "dollar": "$$ $1 $tag$",
+    "unicode": "żółw 🐢 \u2028",
+    "newline": "a\nb\tc",
+}
+
+
+@pytest.mark.parametrize("config", [DIRECT, CORE], ids=["direct", "core"])
+def test_conditional_appends_carry_any_text_unchanged(
+    engine: Engine, config: EventStoreConfig
+) -> None:
+    """A conditional append's values travel bound client side on the direct path: every
+    kind of text arrives unchanged, in types, tags, payloads and the condition."""
+    odd_tag = "note:'; SELECT 1; --\\%s"
+    odd_type = "Type 'with' \"quotes\" %s"
+    with Session(engine) as session, session.begin():
+        store = EventStore(session, config)
+        condition = AppendCondition(Query.of(types=[odd_type], tags=[odd_tag]), None)
+        position = store.append(Event(odd_type, [odd_tag, "x:1"], TRICKY, TRICKY), condition)
+        with pytest.raises(ConcurrencyError) as info:
+            store.append(Event(odd_type, [odd_tag]), condition)
+        assert info.value.position == position
+        (event,) = store.read(Query.of(types=[odd_type], tags=[odd_tag]))
+    assert (event.type, event.tags, event.data, event.metadata) == (
+        odd_type,
+        tuple(sorted([odd_tag, "x:1"])),
+        TRICKY,
+        TRICKY,
+    )
