@@ -17,6 +17,7 @@ from sa_crablet import (
     ConcurrencyError,
     Event,
     EventStore,
+    EventStoreConfig,
     Query,
     counter,
 )
@@ -41,22 +42,25 @@ class CrabletOps:
     name = "sa_crablet"
     engine: Engine
     sessions: sessionmaker[Session]
+    config: EventStoreConfig | None = None  # the defaults, as an application gets them
 
     def append(self, ev: Ev) -> int:
         with self.sessions.begin() as session:
-            return EventStore(session).append(Event(ev.type, (ev.tag,), ev.data))
+            return EventStore(session, self.config).append(Event(ev.type, (ev.tag,), ev.data))
 
     def append_if(self, ev: Ev, types: Sequence[str], after: int) -> int | None:
         condition = AppendCondition(Query.of(types=types, tags=[ev.tag]), after)
         try:
             with self.sessions.begin() as session:
-                return EventStore(session).append(Event(ev.type, (ev.tag,), ev.data), condition)
+                return EventStore(session, self.config).append(
+                    Event(ev.type, (ev.tag,), ev.data), condition
+                )
         except ConcurrencyError:
             return None
 
     def append_batch(self, evs: Sequence[Ev]) -> int:
         with self.sessions.begin() as session:
-            EventStore(session).append([Event(e.type, (e.tag,), e.data) for e in evs])
+            EventStore(session, self.config).append([Event(e.type, (e.tag,), e.data) for e in evs])
         return len(evs)
 
     def read(self, types: Sequence[str], tag: str) -> int:
@@ -67,7 +71,7 @@ class CrabletOps:
 
     def _consume(self, query: Query) -> int:
         with self.sessions.begin() as session:
-            result = EventStore(session).read(query)
+            result = EventStore(session, self.config).read(query)
             count = 0
             for _ in result:
                 count += 1
@@ -79,7 +83,7 @@ class CrabletOps:
         query = Query.of(types=types, tags=[tag])
         try:
             with self.sessions.begin() as session:
-                store = EventStore(session)
+                store = EventStore(session, self.config)
                 model = store.project([counter("n", query)])
                 ev = make(model["n"])
                 store.append(Event(ev.type, (ev.tag,), ev.data), model.append_condition)

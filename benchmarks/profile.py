@@ -6,11 +6,10 @@ For each scenario, on a fresh PostgreSQL store (100k events by default):
    sent to ``ReadyForQuery``, from a libpq trace) and time in the client;
 2. a cProfile split of the client's time by package, and the top functions;
 3. a pyinstrument call tree (``benchmarks/results/profile/<scenario>.txt``);
-4. "what if" variants measured interleaved with the library as it is: each simulates one
-   change (a cached statement, no server-side cursor, an ``EXISTS`` without ``ORDER BY`` /
-   ``LIMIT``) by patching ``sa_crablet.statements`` for the duration of a call, or shows a
-   lower bound (the same SQL through a SQLAlchemy ``Session`` with ``text()``, and through
-   psycopg alone);
+4. "what if" variants measured interleaved with the library as it is: the same store
+   through SQLAlchemy Core (``direct_execution=False``), and lower bounds (the floor's SQL
+   through a SQLAlchemy ``Session`` with ``text()``, on the Session's own psycopg
+   connection, and through psycopg alone);
 5. the cost of the pure-Python steps of an operation (microseconds per call).
 
 Writes ``benchmarks/results/profile.md`` and ``profile.json``.
@@ -19,19 +18,15 @@ Writes ``benchmarks/results/profile.md`` and ``profile.json``.
 from __future__ import annotations
 
 import argparse
-import functools
-import inspect
 import json
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, text
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from benchmarks import pg_suite, timing
@@ -57,11 +52,20 @@ from benchmarks.workload import (
     drop_database,
     fill_crablet_schema,
 )
-from sa_crablet import AppendCondition, Event, EventStore, Head, Query, statements
+from sa_crablet import (
+    AppendCondition,
+    Event,
+    EventStore,
+    EventStoreConfig,
+    Head,
+    Query,
+    _driver,
+    statements,
+)
 from sa_crablet import store as store_module
 from sa_crablet._locks import plan
 from sa_crablet.query import Snapshot
-from sa_crablet.streams import next_head, to_event
+from sa_crablet.streams import to_event
 
 RESULTS = Path(__file__).resolve().parent / "results"
 E = EVENTS_TABLE
@@ -71,95 +75,12 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def store_calls(name: str) -> bool:
-    """Whether the store (this revision) still calls ``statements.<name>``: a variant that
-    patches a builder the store no longer uses would measure nothing."""
-    return f"statements.{name}(" in inspect.getsource(store_module)
-
-
-def with_patch(op: Op, name: str, value: Any, module: Any = statements) -> Op:
-    def patched_op() -> int:
-        original = getattr(module, name)
-        setattr(module, name, value)
-        try:
-            return op()
-        finally:
-            setattr(module, name, original)
-
-    return patched_op
-
-
-def with_patches(op: Op, *patches: tuple[Any, str, Any]) -> Op:
-    for module, name, value in patches:
-        op = with_patch(op, name, value, module)
-    return op
-
-
-@contextmanager
-def _prepared_as_usual(conn: Any, wanted: bool) -> Iterator[None]:
-    """Stands in for ``store.custom_plans``: leave psycopg's auto-prepare alone."""
-    yield
-
-
-_FORCED_LOCK: list[Any] = []
-
-
-def lock_forcing_custom_plans() -> Any:
-    """The (cached) lock statement, also setting ``plan_cache_mode = force_custom_plan``
-    for the rest of the transaction: prepared statements, each execution planned."""
-    if not _FORCED_LOCK:
-        _FORCED_LOCK.append(lock_with_custom_plans())
-    return _FORCED_LOCK[0]
-
-
-# -- simulated variants ---------------------------------------------------------------------------
-
-CACHED_INSERT = functools.lru_cache(maxsize=1024)(statements.insert_events)
-_CONFLICT = statements.conflict_select
-
-
-_LOCK = statements.lock_select
-
-
-def plain_exists(*args: Any) -> Any:
-    """The conflict subquery without ORDER BY / LIMIT (only EXISTS-ness matters)."""
-    return _CONFLICT(*args).order_by(None).limit(None)
-
-
-def lock_with_custom_plans() -> Any:
-    """The lock statement also sets ``plan_cache_mode = force_custom_plan`` for the rest of
-    the transaction (no extra round trip), so the conditional INSERT is planned for its
-    values even once psycopg has prepared it."""
-    return _LOCK().add_columns(func.set_config("plan_cache_mode", "force_custom_plan", True))
-
-
-def client_side_reader(store: CrabletPg, src: EventSource) -> Op:
-    """sa_crablet's read (same statement, same events and head) without stream_results."""
-
-    def op() -> int:
-        query = Query.of(types=TYPES, tags=[course_tag(src.course())])
-        with store.sessions.begin() as session:
-            conn = session.connection()
-            statement = statements.read_select(
-                query, None, backwards=False, limit=None, dialect="postgresql"
-            )
-            snapshot: Snapshot | None = None
-            count = highest = 0
-            edge = None
-            for row in conn.execute(statement):
-                if snapshot is None:
-                    snapshot = Snapshot.parse(row[0], row[1])
-                values = row[2:]
-                if values[0] is None:
-                    continue
-                event = to_event(values)
-                count += 1
-                edge = event.position
-                highest = max(highest, event.position)
-            next_head(None, snapshot, highest, edge, count, False, None)
-        return count
-
-    return op
+def core_path(store: CrabletPg) -> CrabletPg:
+    """The same store, database and operations, with ``direct_execution=False``: every
+    statement through SQLAlchemy Core, as an engine with cursor listeners would run."""
+    core = CrabletPg(store.dsn, store.dbname)
+    core.config = EventStoreConfig(direct_execution=False)
+    return core
 
 
 def sqlalchemy_text_ops(store: CrabletPg) -> dict[str, Op]:
@@ -310,6 +231,7 @@ RAW = "Session + psycopg cursor on the Session's connection (prepared)"
 def what_ifs(store: CrabletPg, floor: FloorPg, rounds: int, calls: int) -> dict[str, Any]:
     sa_text = sqlalchemy_text_ops(store)
     base = scenario_ops(store)
+    core = core_path(store)
     lasts = store.last_positions()  # the floor shares this database: positions are common
     keys = sorted(lasts)
     floor_ops = {
@@ -318,88 +240,40 @@ def what_ifs(store: CrabletPg, floor: FloorPg, rounds: int, calls: int) -> dict[
         "S4": pg_suite.reader(floor, EventSource(4)),
         "S6": pg_suite._decider(floor, EventSource(6), {}, "floor"),
     }
+    via_core = "sa_crablet through Core (direct_execution=False)"
     plans: dict[str, dict[str, Op]] = {
         "S1": {
             "sa_crablet as is": base["S1"],
-            "sa_crablet, INSERT statement built once (cached)": with_patch(
-                pg_suite._appender(store, EventSource(11)), "insert_events", CACHED_INSERT
-            ),
+            via_core: pg_suite._appender(core, EventSource(11)),
             "SQLAlchemy Session + text() (no sa_crablet code)": sa_text["S1"],
             RAW: sa_text["S1 raw"],
             "psycopg floor": floor_ops["S1"],
         },
         "S2": {
             "sa_crablet as is": pg_suite.conditional_appender(store, EventSource(2, 250, 0)),
-            "sa_crablet, conditional INSERT with custom plans": with_patch(
-                pg_suite.conditional_appender(store, EventSource(12, 125, 250)),
-                "lock_select",
-                lock_with_custom_plans,
-            ),
+            via_core: pg_suite.conditional_appender(core, EventSource(12, 125, 250)),
             "SQLAlchemy Session + text() (same lock + INSERT)": sa_text["S2"],
             RAW: sa_text["S2 raw"],
             "psycopg floor": floor_ops["S2"],
         },
         "S2'": {
             "sa_crablet as is": base["S2'"],
-            "sa_crablet, conditional INSERT with custom plans": with_patch(
-                pg_suite._rejected_appender(store, EventSource(13), keys, lasts),
-                "lock_select",
-                lock_with_custom_plans,
-            ),
+            via_core: pg_suite._rejected_appender(core, EventSource(13), keys, lasts),
             "psycopg floor": pg_suite._rejected_appender(floor, EventSource(3), keys, lasts),
         },
         "S4": {
             "sa_crablet as is": base["S4"],
-            "sa_crablet read without a server-side cursor": client_side_reader(
-                store, EventSource(14)
-            ),
+            via_core: pg_suite.reader(core, EventSource(14)),
             "SQLAlchemy Session + text() (client-side)": sa_text["S4"],
             RAW: sa_text["S4 raw"],
             "psycopg floor": floor_ops["S4"],
         },
         "S6": {
             "sa_crablet as is": base["S6"],
-            "sa_crablet, conflict check as plain EXISTS": with_patch(
-                pg_suite._decider(store, EventSource(16), {}, "x"), "conflict_select", plain_exists
-            ),
-            "sa_crablet, conditional INSERT with custom plans": with_patch(
-                pg_suite._decider(store, EventSource(17), {}, "x"),
-                "lock_select",
-                lock_with_custom_plans,
-            ),
+            via_core: pg_suite._decider(core, EventSource(16), {}, "x"),
             "psycopg floor": floor_ops["S6"],
         },
     }
-    if hasattr(store_module, "custom_plans"):
-        generic = (store_module, "custom_plans", _prepared_as_usual)
-        forced = (statements, "lock_select", lock_forcing_custom_plans)
-        plans["S2"]["sa_crablet, INSERT prepared (generic plans, as for S1)"] = with_patches(
-            pg_suite.conditional_appender(store, EventSource(18, 125, 250)), generic
-        )
-        plans["S2"]["sa_crablet, INSERT prepared + force_custom_plan set by the lock"] = (
-            with_patches(
-                pg_suite.conditional_appender(store, EventSource(19, 125, 375)), generic, forced
-            )
-        )
-        plans["S2'"]["sa_crablet, INSERT prepared + force_custom_plan set by the lock"] = (
-            with_patches(
-                pg_suite._rejected_appender(store, EventSource(20), keys, lasts), generic, forced
-            )
-        )
-        plans["S6"]["sa_crablet, INSERT prepared + force_custom_plan set by the lock"] = (
-            with_patches(pg_suite._decider(store, EventSource(21), {}, "x"), generic, forced)
-        )
-    skip = {
-        "insert_events": "sa_crablet, INSERT statement built once (cached)",
-        "conflict_select": "sa_crablet, conflict check as plain EXISTS",
-    }
-    for name, variant in skip.items():
-        if not store_calls(name):
-            for ops in plans.values():
-                ops.pop(variant, None)
-    if not store_calls("insert_events") or "prepare_threshold" in inspect.getsource(store_module):
-        for ops in plans.values():  # this revision already plans conflict checks per call
-            ops.pop("sa_crablet, conditional INSERT with custom plans", None)
     out: dict[str, Any] = {}
     for scenario, ops in plans.items():
         log(f"  what-if {scenario}")
@@ -415,6 +289,7 @@ def what_ifs(store: CrabletPg, floor: FloorPg, rounds: int, calls: int) -> dict[
             }
             for name, sm in results.items()
         ]
+    core.close()
     return out
 
 
@@ -466,16 +341,13 @@ def micro_costs(store: CrabletPg) -> dict[str, float]:
     event = Event(ev.type, (ev.tag,), ev.data)
     q1 = Query.of(types=[ev.type], tags=[ev.tag])
     q4 = Query.of(types=TYPES, tags=[ev.tag])
-    snap = Snapshot(100, 105, (101, 103))
-    # The builder's signature changed across revisions (an ``own`` token argument came and went).
-    extra = (None,) * (len(inspect.signature(statements.insert_events).parameters) - 3)
-
-    def build_insert(query: Query | None, head: Head | None) -> Any:
-        return statements.insert_events("postgresql", query, head, *extra)
-
-    insert_c = build_insert(q1, Head(123))
-    insert_s = build_insert(q4, Head(123, snap))
-    read = statements.read_select(q4, None, backwards=False, limit=None, dialect="postgresql")
+    head = Head(123, Snapshot(100, 105, (101, 103)))
+    shapes = (statements.query_shape(q4), statements.head_shape(head, "postgresql"))
+    checked = statements.checked_insert_statement(*shapes)
+    params = statements.query_params(q4) | statements.head_params(head, "postgresql")
+    params |= {"batch": "[]", "command_id": None, "isolation_checked": False}
+    dialect = store.engine.dialect
+    form = _driver.compiled(checked, dialect)
     row = (1, ev.type, [ev.tag], ev.data, None, __import__("datetime").datetime.now().astimezone())
     session = Session(store.engine)
     costs = {
@@ -486,58 +358,25 @@ def micro_costs(store: CrabletPg) -> dict[str, float]:
         "EventStore(session)": micro_us(lambda: EventStore(session)),
         "_encode_batch([event])": micro_us(lambda: store_module._encode_batch([event])),
         "_locks.plan(query, [event])": micro_us(lambda: plan(q1, [event])),
-        "statements.lock_select()": micro_us(statements.lock_select, 500),
-        "statements.insert_events (no condition)": micro_us(lambda: build_insert(None, None), 500),
-        "statements.insert_events (type + tag condition)": micro_us(
-            lambda: build_insert(q1, Head(123)), 500
+        "query_shape + head_shape (per append)": micro_us(
+            lambda: (statements.query_shape(q4), statements.head_shape(head, "postgresql"))
         ),
-        "statements.insert_events (4 types + tag, head with snapshot)": micro_us(
-            lambda: build_insert(q4, Head(123, snap)), 500
+        "query_params + head_params (per append)": micro_us(
+            lambda: statements.query_params(q4) | statements.head_params(head, "postgresql")
         ),
-        "statements.read_select (4 types + tag)": micro_us(
-            lambda: statements.read_select(
-                q4, None, backwards=False, limit=None, dialect="postgresql"
-            ),
-            500,
+        "checked_insert_statement(...) (lru_cache hit)": micro_us(
+            lambda: statements.checked_insert_statement(*shapes)
         ),
-        "cache key of the conditional INSERT": micro_us(insert_c._generate_cache_key, 500),
-        "cache key of the conditional INSERT with snapshot": micro_us(
-            insert_s._generate_cache_key, 500
+        "_driver.compiled(...) (lru_cache hit)": micro_us(
+            lambda: _driver.compiled(checked, dialect)
         ),
-        "cache key of the read": micro_us(read._generate_cache_key, 500),
+        "Compiled.bind(params)": micro_us(lambda: form.bind(params)),
+        "read_params (per read)": micro_us(
+            lambda: statements.read_params(q4, None, None, "postgresql")
+        ),
         "to_event(row) (per event read)": micro_us(lambda: to_event(row)),
         "Snapshot.parse": micro_us(lambda: Snapshot.parse("100:105:101,103", "102")),
     }
-    if hasattr(statements, "query_shape"):  # revisions that cache statements per shape
-        head = Head(123, snap)
-        costs = {
-            k: v
-            for k, v in costs.items()
-            if not k.startswith(("statements.insert_events", "statements.read_select"))
-        }
-        costs.update(
-            {
-                "query_shape + head_shape (per append)": micro_us(
-                    lambda: (
-                        statements.query_shape(q4),
-                        statements.head_shape(head, "postgresql"),
-                    )
-                ),
-                "query_params + head_params (per append)": micro_us(
-                    lambda: statements.query_params(q4) | statements.head_params(head, "postgresql")
-                ),
-                "insert_statement(...) (lru_cache hit)": micro_us(
-                    lambda: statements.insert_statement(
-                        "postgresql",
-                        statements.query_shape(q4),
-                        statements.head_shape(head, "postgresql"),
-                    )
-                ),
-                "read_params (per read)": micro_us(
-                    lambda: statements.read_params(q4, None, None, "postgresql")
-                ),
-            }
-        )
     session.close()
     return costs
 

@@ -114,9 +114,17 @@ class Fold:
     """Dispatches each event to every projector whose own query matches it."""
 
     def __init__(
-        self, projectors: list[StateProjector[Any]], states: Mapping[str, Any] | None = None
+        self,
+        projectors: list[StateProjector[Any]],
+        states: Mapping[str, Any] | None = None,
+        read: Query | None = None,
     ) -> None:
         self.projectors = projectors
+        # A projector whose query is the read's own query (the usual single-projector
+        # decision model) matches every event read: skip the per-event check for it.
+        self._matchers = [
+            (p, p.query.match_all or (read is not None and p.query == read)) for p in projectors
+        ]
         self.states: dict[str, Any] = {}
         for projector in projectors:
             if states is not None and projector.id in states:
@@ -127,8 +135,8 @@ class Fold:
         self.count = 0
 
     def apply(self, event: SequencedEvent) -> None:
-        for projector in self.projectors:
-            if projector.matches(event):
+        for projector, always in self._matchers:
+            if always or projector.matches(event):
                 self.states[projector.id] = projector.transition(self.states[projector.id], event)
         self.position = event.position
         self.count += 1

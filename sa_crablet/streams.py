@@ -25,7 +25,7 @@ def project_events(
     states: Mapping[str, Any] | None,
     every: int | None,
 ) -> Iterator[ProjectionProgress]:
-    fold = Fold(projectors, states)
+    fold = Fold(projectors, states, query)
     try:
         for event in result:
             fold.apply(event)
