@@ -13,21 +13,21 @@ for ``before_cursor_execute``, ``after_cursor_execute`` or ``handle_error`` (tra
 logging integrations use those). ``EventStoreConfig(direct_execution=False)`` turns this
 path off altogether.
 
-Payloads (``jsonb``) read on this path are decoded with orjson, several times faster than
-the standard library, unless the engine was given its own ``json_deserializer``.
+Payloads (``jsonb``) read on this path are decoded with msgspec, several times faster than
+the standard library and as exact (integers of any size), unless the engine was given its
+own ``json_deserializer``.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import re
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, cast
 
-import orjson
+import msgspec
 import psycopg
 from psycopg.adapt import Loader
 from sqlalchemy import Connection
@@ -89,20 +89,21 @@ def direct(conn: Connection, enabled: bool) -> Any | None:
     return conn.connection.driver_connection
 
 
-# orjson turns integers beyond 64 bits into floats; payloads holding such a number (19 or
-# more digits in a row) go to the standard library, which keeps them exact.
-_LONG_NUMBER = re.compile(rb"\d{19}")
+_decode = msgspec.json.Decoder().decode
 
 
 class _JsonbLoader(Loader):
     def load(self, data: Any) -> Any:
-        if _LONG_NUMBER.search(data):
+        try:
+            return _decode(data)
+        except msgspec.DecodeError:
+            # A number beyond a float's range (jsonb's numeric allows 1e400): the standard
+            # library reads it as infinity, as psycopg's own loader would.
             return json.loads(bytes(data))
-        return orjson.loads(data)
 
 
 def _cursor(raw: Any, conn: Connection, name: str | None = None) -> Any:
-    """A cursor whose own adapters decode ``jsonb`` with orjson; the host's connection and
+    """A cursor whose own adapters decode ``jsonb`` with msgspec; the host's connection and
     its other cursors keep theirs."""
     cursor = raw.cursor(name=name) if name else raw.cursor()
     if getattr(conn.dialect, "_json_deserializer", None) is None:
