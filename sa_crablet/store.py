@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Generator, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
+import msgspec
 from sqlalchemy import Connection, CursorResult
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, scoped_session
@@ -458,4 +458,6 @@ def _encode_batch(batch: list[Event]) -> str:
         [e.type, list(e.tags), to_json("data", e.data), to_json("metadata", e.metadata)]
         for e in batch
     ]
-    return json.dumps(rows, separators=(",", ":"), ensure_ascii=False)
+    # Only strings, lists of strings and None here (payloads are already JSON text), which
+    # msgspec encodes exactly as the standard library would, in a tenth of the time.
+    return msgspec.json.encode(rows).decode()
