@@ -323,15 +323,18 @@ def read_params(query: Query, head: Head | None, limit: int | None, dialect: str
 @lru_cache(maxsize=1)
 def lock_select() -> Select[Any]:
     """Take transaction-scoped advisory locks, in the order given, and report the isolation
-    level. Parameters: ``keys`` (sorted ``bigint[]``) and ``exclusive`` (``bool[]``).
+    level. Parameters: ``keys`` (the sorted keys, comma-separated) and ``exclusive`` (as
+    many ``t`` / ``f``, comma-separated); see :func:`lock_params`.
 
     One statement takes them all in ascending key order, so two appends can never wait for
-    each other in opposite orders (no deadlock between single appends).
+    each other in opposite orders (no deadlock between single appends). The lists travel as
+    text: bound client side (as the store sends this statement), arrays of numbers cost
+    psycopg far more to quote than one string.
     """
+    keys = func.string_to_array(bindparam("keys", type_=String), ",")
+    exclusive = func.string_to_array(bindparam("exclusive", type_=String), ",")
     locks = (
-        func.unnest(
-            bindparam("keys", type_=ARRAY(BigInteger)), bindparam("exclusive", type_=ARRAY(Boolean))
-        )
+        func.unnest(cast(keys, ARRAY(BigInteger)), cast(exclusive, ARRAY(Boolean)))
         .table_valued("k", "x")
         .render_derived(name="lk")
     )
@@ -344,6 +347,14 @@ def lock_select() -> Select[Any]:
         )
     ).scalar_subquery()
     return select(func.current_setting("transaction_isolation"), taken)
+
+
+def lock_params(keys: list[int], exclusive: list[bool]) -> dict[str, str]:
+    """The parameters of :func:`lock_select` for these keys (sorted) and their modes."""
+    return {
+        "keys": ",".join(map(str, keys)),
+        "exclusive": ",".join("t" if x else "f" for x in exclusive),
+    }
 
 
 UNCONDITIONAL = "unconditional"
@@ -533,6 +544,7 @@ __all__ = [
     "insert_command",
     "insert_events",
     "item_clause",
+    "lock_params",
     "lock_select",
     "query_clause",
     "read_select",

@@ -175,7 +175,7 @@ class EventStore:
         the check usually finds nothing.
         """
         keys, exclusive = _locks.plan(condition.fail_if_events_match, batch)
-        lock = (statements.lock_select(), {"keys": keys, "exclusive": exclusive}, True)
+        lock = (statements.lock_select(), statements.lock_params(keys, exclusive), True)
         checked = statements.checked_insert_statement(*shapes)
         raw = _driver.direct(conn, self.config.direct_execution)
         if raw is not None:
