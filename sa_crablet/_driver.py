@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, cast
@@ -127,7 +127,7 @@ def fetch(
 
 
 def fetch_script(
-    raw: Any, conn: Connection, calls: list[tuple[ClauseElement, Mapping[str, Any]]]
+    raw: Any, conn: Connection, calls: Sequence[tuple[ClauseElement, Mapping[str, Any]]]
 ) -> list[list[Any]]:
     """The rows of several statements sent as one query string, in one round trip.
 

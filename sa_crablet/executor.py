@@ -145,6 +145,8 @@ class CommandExecutor:
             position = None
             if decision.events:
                 position = store._append(decision.events, decision.condition, command.id)
+            elif decision.condition is not None:
+                store.check(decision.condition)  # nothing to append, only if still true
             if not store._record_command(command, position, len(decision.events)):
                 # The same id committed meanwhile (we waited for it): undo, report the first.
                 if scope is not None:

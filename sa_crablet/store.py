@@ -123,6 +123,45 @@ class EventStore:
         last: int = max(positions)
         return last
 
+    def check(self, condition: AppendCondition) -> None:
+        """Raise :class:`ConcurrencyError` if an event matching the condition exists after
+        its head, exactly as an append with this condition would, without appending.
+
+        For a decision that appends nothing ("only if nothing changed"): on PostgreSQL the
+        condition's locks are taken as for a conditional append and held until the host's
+        transaction ends, so no conflicting conditional append commits in between.
+        """
+        if not isinstance(condition, AppendCondition):
+            raise ValidationError("condition", condition, "must be an AppendCondition")
+        query, head = condition.fail_if_events_match, condition.head
+        conn = self.session.connection()
+        dialect = conn.dialect.name
+        shapes = (statements.query_shape(query), statements.head_shape(head, dialect))
+        check = statements.query_params(query) | statements.head_params(head, dialect)
+        conflict_check = statements.conflict_statement(dialect, *shapes)
+        try:
+            with self._timeouts(conn):
+                if dialect != statements.POSTGRESQL:
+                    conflict = self._rows(conn, conflict_check, check, False)
+                else:
+                    keys, exclusive = _locks.plan(query, [])
+                    lock = (statements.lock_select(), statements.lock_params(keys, exclusive))
+                    raw = _driver.direct(conn, self.config.direct_execution)
+                    if raw is not None:
+                        calls = [lock, (conflict_check, check)]
+                        lock_rows, conflict = _driver.fetch_script(raw, conn, calls)
+                    else:
+                        lock_rows = self._rows(conn, *lock, True)
+                        conflict = self._rows(conn, conflict_check, check, False)
+                    if not conflict and lock_rows[0][0] != "read committed":
+                        # A fixed snapshot cannot see later commits: check a fresh one too.
+                        fresh = fresh_conflict(conn, shapes, check)
+                        conflict = [] if fresh is None else [(fresh,)]
+        except DBAPIError as exc:
+            raise (translate(exc, condition) or exc) from exc
+        if conflict:
+            raise _condition_failed(condition, conflict[0][0])
+
     def _rows(
         self, conn: Connection, statement: Any, params: dict[str, Any], prepare: bool
     ) -> list[Any]:

@@ -11,6 +11,7 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from sa_crablet import (
+    AppendCondition,
     Command,
     CommandExecutor,
     CommandResult,
@@ -150,6 +151,14 @@ def test_managed_failures_write_nothing(engine: Engine) -> None:
     result = relaxed.execute(Command("Noop", id="noop"), lambda store, command: None)
     assert result == CommandResult("noop", None, 0)
     assert count_commands(engine) == 3
+    # No events, but a condition: still checked, and a stale one records nothing.
+    stale = Decision([], AppendCondition(Query.of(tags=["account:a"]), 0))
+    once = CommandExecutor(engine, require_events=False, retry=RetryPolicy(attempts=1))
+    with pytest.raises(ConcurrencyError):
+        once.execute(Command("Audit", id="audit-stale"), lambda store, command: stale)
+    fresh = Decision([], AppendCondition(Query.of(tags=["account:a"]), 2))
+    assert once.execute(Command("Audit", id="audit"), lambda store, command: fresh).position is None
+    assert count_commands(engine) == 4 and count_events(engine) == 2
 
 
 def test_registry_routes_commands(engine: Engine) -> None:

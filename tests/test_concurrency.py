@@ -258,6 +258,50 @@ def test_unrelated_boundaries_do_not_queue(engine: Engine) -> None:
 
 
 @pytest.mark.postgresql_only
+def test_a_check_holds_its_boundary_until_the_transaction_ends(engine: Engine) -> None:
+    """``check()`` locks like a conditional append: an overlapping conditional append waits
+    for the checking transaction (here: times out), an unrelated one does not."""
+    holder = Session(engine)
+    EventStore(holder).check(AppendCondition(Query.of(tags=["boundary:c"])))
+    quick = EventStoreConfig(lock_timeout=0.3)
+    try:
+        with Session(engine) as other:
+            EventStore(other, quick).append(
+                Event("Claimed", ["boundary:d"]), AppendCondition(Query.of(tags=["boundary:d"]))
+            )
+            other.commit()
+        with Session(engine) as same, pytest.raises(OperationTimeoutError):
+            EventStore(same, quick).append(
+                Event("Claimed", ["boundary:c"]), AppendCondition(Query.of(tags=["boundary:c"]))
+            )
+    finally:
+        holder.commit()
+        holder.close()
+    with Session(engine) as later:
+        EventStore(later, quick).append(
+            Event("Claimed", ["boundary:c"]), AppendCondition(Query.of(tags=["boundary:c"]))
+        )
+        later.commit()
+    assert count_events(engine) == 2
+
+
+@pytest.mark.postgresql_only
+@pytest.mark.parametrize("isolation", ["REPEATABLE READ", "SERIALIZABLE"])
+def test_a_check_on_a_fixed_snapshot_sees_later_commits(engine: Engine, isolation: str) -> None:
+    query = Query.of(tags=["course:checked"])
+    with Session(engine.execution_options(isolation_level=isolation)) as decider:
+        store = EventStore(decider)
+        result = store.read(query)
+        assert list(result) == []
+        with Session(engine) as writer:
+            EventStore(writer).append(Event("Subscribed", ["course:checked"]))
+            writer.commit()
+        with pytest.raises(ConcurrencyError) as error:
+            store.check(AppendCondition(query, result.head))
+        assert error.value.position == 1
+
+
+@pytest.mark.postgresql_only
 def test_waiting_appender_sees_the_winner_after_the_wait(engine: Engine) -> None:
     query = Query.of(tags=["seat:1"])
     first = Session(engine)

@@ -15,6 +15,7 @@ from sa_crablet import (
     Query,
     QueryItem,
     ReadNotFinishedError,
+    ValidationError,
     events,
     fail_if_exists,
     query_clause,
@@ -137,6 +138,26 @@ def test_condition_after_is_exclusive(engine: object) -> None:
         with pytest.raises(ConcurrencyError):
             store.append(Event("Y"), fail_if_exists("student:s1", types=["StudentRegistered"]))
         assert store.append(Event("Y"), fail_if_exists("student:s2")) == 8
+
+
+def test_check_reports_what_an_append_would_without_appending(
+    session: Session, store: EventStore
+) -> None:
+    _seed(store)
+    query = Query.of(tags=["course:c1"])
+    with pytest.raises(ConcurrencyError) as error:
+        store.check(AppendCondition(query, after=3))
+    assert (error.value.position, error.value.transaction_usable) == (4, True)
+    store.check(AppendCondition(query, after=4))
+    store.check(fail_if_exists("course:nowhere"))
+    with pytest.raises(ConcurrencyError):
+        store.check(fail_if_exists("student:s1", types=["StudentRegistered"]))
+    with pytest.raises(ValidationError):
+        store.check(query)  # type: ignore[arg-type]
+    result = store.read(query)
+    assert [event.position for event in result] == [1, 4]
+    store.check(AppendCondition(query, result.head))  # a head covers what its read saw
+    assert len(list(store.read(Query.all()))) == 6  # nothing appended
 
 
 def test_multi_item_condition_conflicts_on_either_item(engine: object) -> None:
