@@ -71,13 +71,19 @@ def custom_plans(conn: Connection, wanted: bool) -> Iterator[None]:
         raw.prepare_threshold = threshold
 
 
-@contextmanager
-def pg_timeouts(conn: Connection, lock: float | None, stmt: float | None) -> Iterator[None]:
-    settings = {
+def timeout_settings(lock: float | None, stmt: float | None) -> dict[str, str]:
+    """PostgreSQL settings for the configured timeouts (seconds), e.g. ``{"lock_timeout":
+    "2000ms"}``; empty when none is configured."""
+    return {
         name: f"{round(seconds * 1000)}ms"
         for name, seconds in (("lock_timeout", lock), ("statement_timeout", stmt))
         if seconds is not None
     }
+
+
+@contextmanager
+def pg_timeouts(conn: Connection, lock: float | None, stmt: float | None) -> Iterator[None]:
+    settings = timeout_settings(lock, stmt)
     # Read the host's values and set ours in one statement (left to right), SET LOCAL style,
     # then put the host's values back so the rest of its transaction is unaffected.
     old = conn.execute(

@@ -357,6 +357,41 @@ def lock_params(keys: list[int], exclusive: list[bool]) -> dict[str, str]:
     }
 
 
+@lru_cache(maxsize=4)
+def timeouts_set(names: tuple[str, ...]) -> Select[Any]:
+    """Save each named setting in ``sa_crablet.saved_<name>`` and set it to parameter
+    ``<name>``, transaction-locally (``SET LOCAL`` style); left to right, so the saved value
+    is the host's. Sent in the same query string as the operation it covers."""
+    columns: list[Any] = []
+    for name in names:
+        setting, saved = _setting_name(name), _setting_name(f"sa_crablet.saved_{name}")
+        columns.append(func.set_config(saved, func.current_setting(setting), True))
+        columns.append(func.set_config(setting, bindparam(name, type_=String), True))
+    return select(*columns)
+
+
+def _setting_name(name: str) -> Any:
+    """A setting's name as an SQL literal (names are the store's own constants)."""
+    if name.replace("_", "").replace(".", "").isalnum():
+        return literal_column(f"'{name}'")
+    raise ValueError(f"not a setting name: {name!r}")
+
+
+@lru_cache(maxsize=4)
+def timeouts_restore(names: tuple[str, ...]) -> Select[Any]:
+    """Put back the settings :func:`timeouts_set` saved."""
+    return select(
+        *(
+            func.set_config(
+                _setting_name(name),
+                func.current_setting(_setting_name(f"sa_crablet.saved_{name}")),
+                True,
+            )
+            for name in names
+        )
+    )
+
+
 UNCONDITIONAL = "unconditional"
 
 
@@ -545,6 +580,8 @@ __all__ = [
     "insert_events",
     "item_clause",
     "lock_params",
+    "timeouts_restore",
+    "timeouts_set",
     "lock_select",
     "query_clause",
     "read_select",

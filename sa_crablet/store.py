@@ -18,6 +18,7 @@ from sa_crablet._connection import (
     fresh_conflict,
     pg_timeouts,
     sqlite_timeouts,
+    timeout_settings,
 )
 from sa_crablet._errors import translate
 from sa_crablet._limits import limiter
@@ -103,14 +104,20 @@ class EventStore:
             shapes = (statements.query_shape(query), statements.head_shape(head, dialect))
             check = statements.query_params(query) | statements.head_params(head, dialect)
             params |= check
+        raw = _driver.direct(conn, self.config.direct_execution)
         try:
-            with self._appends.slot(), self._timeouts(conn):
+            # On the direct path the timeouts travel in the operation's own query string.
+            with self._appends.slot(), self._timeouts(conn, folded=raw is not None):
                 if shapes is None:
                     statement = statements.insert_statement(dialect, statements.UNCONDITIONAL, None)
-                    positions = [row[0] for row in self._rows(conn, statement, params, True)]
+                    if raw is not None and self._timeout_settings():
+                        rows = self._script(conn, raw, [(statement, params)])[0]
+                    else:
+                        rows = self._rows(conn, statement, params, True)
+                    positions = [row[0] for row in rows]
                 elif dialect == statements.POSTGRESQL:
                     assert condition is not None and query is not None
-                    positions = self._checked_append(conn, condition, batch, shapes, params)
+                    positions = self._checked_append(conn, raw, condition, batch, shapes, params)
                 else:
                     # SQLite: one writer at a time, so the check needs no lock.
                     statement = statements.insert_statement(dialect, *shapes)
@@ -139,17 +146,17 @@ class EventStore:
         shapes = (statements.query_shape(query), statements.head_shape(head, dialect))
         check = statements.query_params(query) | statements.head_params(head, dialect)
         conflict_check = statements.conflict_statement(dialect, *shapes)
+        raw = _driver.direct(conn, self.config.direct_execution)
         try:
-            with self._timeouts(conn):
+            with self._timeouts(conn, folded=raw is not None):
                 if dialect != statements.POSTGRESQL:
                     conflict = self._rows(conn, conflict_check, check, False)
                 else:
                     keys, exclusive = _locks.plan(query, [])
                     lock = (statements.lock_select(), statements.lock_params(keys, exclusive))
-                    raw = _driver.direct(conn, self.config.direct_execution)
                     if raw is not None:
                         calls = [lock, (conflict_check, check)]
-                        lock_rows, conflict = _driver.fetch_script(raw, conn, calls)
+                        lock_rows, conflict = self._script(conn, raw, calls)
                     else:
                         lock_rows = self._rows(conn, *lock, True)
                         conflict = self._rows(conn, conflict_check, check, False)
@@ -161,6 +168,26 @@ class EventStore:
             raise (translate(exc, condition) or exc) from exc
         if conflict:
             raise _condition_failed(condition, conflict[0][0])
+
+    def _timeout_settings(self) -> dict[str, str]:
+        return timeout_settings(self.config.lock_timeout, self.config.statement_timeout)
+
+    def _script(
+        self, conn: Connection, raw: Any, calls: list[tuple[Any, dict[str, Any]]]
+    ) -> list[list[Any]]:
+        """Several statements in one round trip (:func:`_driver.fetch_script`), with the
+        configured timeouts set before them and the host's values put back after them in
+        the same query string, so timeouts cost no round trip of their own."""
+        settings = self._timeout_settings()
+        if not settings:
+            return _driver.fetch_script(raw, conn, calls)
+        names = tuple(settings)
+        wrapped = [
+            (statements.timeouts_set(names), settings),
+            *calls,
+            (statements.timeouts_restore(names), {}),
+        ]
+        return _driver.fetch_script(raw, conn, wrapped)[1:-1]
 
     def _rows(
         self, conn: Connection, statement: Any, params: dict[str, Any], prepare: bool
@@ -196,6 +223,7 @@ class EventStore:
     def _checked_append(
         self,
         conn: Connection,
+        raw: Any,
         condition: AppendCondition,
         batch: list[Event],
         shapes: tuple[statements.QueryShape, statements.HeadShape],
@@ -216,12 +244,11 @@ class EventStore:
         keys, exclusive = _locks.plan(condition.fail_if_events_match, batch)
         lock = (statements.lock_select(), statements.lock_params(keys, exclusive), True)
         checked = statements.checked_insert_statement(*shapes)
-        raw = _driver.direct(conn, self.config.direct_execution)
         if raw is not None:
             # Lock and insert in one round trip. The insert does nothing outside READ
             # COMMITTED (its isolation guard), since the fresh check must come first there.
             guarded = (checked, params | {"isolation_checked": False})
-            lock_rows, rows = _driver.fetch_script(raw, conn, [lock[:2], guarded])
+            lock_rows, rows = self._script(conn, raw, [lock[:2], guarded])
             isolation: str = lock_rows[0][0]
             if isolation == "read committed":
                 return _inserted(condition, rows)
@@ -235,7 +262,8 @@ class EventStore:
             conflict = fresh_conflict(conn, shapes, check)
             if conflict is not None:
                 raise _condition_failed(condition, conflict)
-        rows = self._rows(conn, checked, params | {"isolation_checked": True}, False)
+        with self._timeouts(conn) if raw is not None else nullcontext():
+            rows = self._rows(conn, checked, params | {"isolation_checked": True}, False)
         return _inserted(condition, rows)
 
     # -- reads -----------------------------------------------------------------------------------
@@ -458,9 +486,11 @@ class EventStore:
 
     # -- configuration that applies per operation -------------------------------------------------
 
-    def _timeouts(self, conn: Connection) -> AbstractContextManager[None]:
+    def _timeouts(self, conn: Connection, folded: bool = False) -> AbstractContextManager[None]:
+        """The configured timeouts around an operation (``folded``: its statements carry
+        them themselves, see :meth:`_script`)."""
         cfg = self.config
-        if cfg.lock_timeout is None and cfg.statement_timeout is None:
+        if folded or (cfg.lock_timeout is None and cfg.statement_timeout is None):
             return nullcontext()
         if conn.dialect.name == statements.POSTGRESQL:
             return pg_timeouts(conn, cfg.lock_timeout, cfg.statement_timeout)

@@ -26,6 +26,7 @@ from sa_crablet import (
     _driver,
     counter,
 )
+from sa_crablet import store as store_module
 from tests.conftest import clean_postgres
 
 pytestmark = pytest.mark.postgresql_only
@@ -260,3 +261,23 @@ def test_conditional_appends_carry_any_text_unchanged(
         TRICKY,
         TRICKY,
     )
+
+
+def test_timeouts_travel_in_the_operations_own_query_string(
+    engine: Engine, driver_calls: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the direct path, configured timeouts cost appends and checks no statement of
+    their own: they are set and put back inside the operation's query string."""
+
+    def no_separate_statements(*args: Any) -> Any:
+        raise AssertionError("timeouts sent in statements of their own")
+
+    monkeypatch.setattr(store_module, "pg_timeouts", no_separate_statements)
+    config = EventStoreConfig(lock_timeout=1, statement_timeout=5)
+    with Session(engine) as session, session.begin():
+        store = EventStore(session, config)
+        store.append(Event("A", ["t:1"]), AppendCondition(Query.of(tags=["t:1"])))
+        store.append(Event("B", ["t:2"]))
+        store.check(AppendCondition(Query.of(tags=["t:3"])))
+    saved = [sql for sql in driver_calls if "sa_crablet.saved_lock_timeout" in sql]
+    assert len(saved) == 6  # set before and put back after each of the three operations

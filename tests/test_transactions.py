@@ -171,11 +171,24 @@ def test_missing_schema_is_a_clear_error(tmp_path: object) -> None:
 
 
 @pytest.mark.postgresql_only
-def test_timeouts_apply_per_operation_and_restore_host_settings(engine: Engine) -> None:
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "core"])
+def test_timeouts_apply_per_operation_and_restore_host_settings(
+    engine: Engine, direct: bool
+) -> None:
+    """Whether the timeouts travel in the operation's own query string (direct) or in
+    statements around it (Core), they hold during the operation only: the host's own values
+    are back afterwards, also after a rejected condition."""
     with Session(engine) as session:
         session.execute(text("SET LOCAL lock_timeout = '7s'"))
-        store = EventStore(session, EventStoreConfig(lock_timeout=0.25, statement_timeout=5))
+        config = EventStoreConfig(lock_timeout=0.25, statement_timeout=5, direct_execution=direct)
+        store = EventStore(session, config)
         store.append(Event("A", ["t"]), AppendCondition(Query.of(tags=["t"])))
+        store.append(Event("A2", ["u"]))
+        with pytest.raises(ConcurrencyError):
+            store.append(Event("A3", ["t"]), AppendCondition(Query.of(tags=["t"])))
+        with pytest.raises(ConcurrencyError):
+            store.check(AppendCondition(Query.of(tags=["t"])))
+        store.check(AppendCondition(Query.of(tags=["v"])))
         list(store.read(Query.all()))
         assert session.execute(text("SHOW lock_timeout")).scalar() == "7s"
         assert session.execute(text("SHOW statement_timeout")).scalar() == "0"
@@ -185,17 +198,21 @@ def test_timeouts_apply_per_operation_and_restore_host_settings(engine: Engine) 
     EventStore(holder).append(Event("B", ["t"]), AppendCondition(Query.of(tags=["t"]), 1))
     try:
         for config, setting in (
-            (EventStoreConfig(lock_timeout=0.2), "lock_timeout"),
-            (EventStoreConfig(statement_timeout=0.2), "statement_timeout"),
+            (EventStoreConfig(lock_timeout=0.2, direct_execution=direct), "lock_timeout"),
+            (EventStoreConfig(statement_timeout=0.2, direct_execution=direct), "statement_timeout"),
         ):
-            with Session(engine) as session:
-                started = time.monotonic()
-                with pytest.raises(OperationTimeoutError) as error:
-                    EventStore(session, config).append(
-                        Event("C", ["t"]), AppendCondition(Query.of(tags=["t"]), 1)
-                    )
-                assert error.value.setting == setting
-                assert time.monotonic() - started < 3
+            for operation in ("append", "check"):
+                with Session(engine) as session:
+                    store = EventStore(session, config)
+                    condition = AppendCondition(Query.of(tags=["t"]), 2)
+                    started = time.monotonic()
+                    with pytest.raises(OperationTimeoutError) as error:
+                        if operation == "append":
+                            store.append(Event("C", ["t"]), condition)
+                        else:
+                            store.check(condition)
+                    assert error.value.setting == setting
+                    assert time.monotonic() - started < 3
     finally:
         holder.rollback()
         holder.close()
