@@ -102,10 +102,13 @@ class _JsonbLoader(Loader):
             return json.loads(bytes(data))
 
 
-def _cursor(raw: Any, conn: Connection, name: str | None = None) -> Any:
+def _cursor(raw: Any, conn: Connection, name: str | None = None, client: bool = False) -> Any:
     """A cursor whose own adapters decode ``jsonb`` with msgspec; the host's connection and
-    its other cursors keep theirs."""
-    cursor = raw.cursor(name=name) if name else raw.cursor()
+    its other cursors keep theirs. ``client``: one that binds values client side."""
+    if client:
+        cursor = psycopg.ClientCursor(raw)
+    else:
+        cursor = raw.cursor(name=name) if name else raw.cursor()
     if getattr(conn.dialect, "_json_deserializer", None) is None:
         cursor.adapters.register_loader("jsonb", _JsonbLoader)
     return cursor
@@ -138,7 +141,7 @@ def fetch_script(
     ``ClientCursor`` (quoted by libpq), since a query string with several statements
     cannot carry server-side parameters; the statements are planned for their values.
     """
-    cursor = psycopg.ClientCursor(raw)
+    cursor = _cursor(raw, conn, client=True)
     sql = ""
     try:
         sql = ";\n".join(

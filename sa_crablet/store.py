@@ -312,17 +312,22 @@ class EventStore:
         snapshot: Snapshot | None = None
         count = 0
         edge: int | None = None  # last position (forwards) / first position (backwards)
+        raw = _driver.direct(conn, self.config.direct_execution)
+        folded = raw is not None and bool(self._timeout_settings())
         try:
-            with self._timeouts(conn):
+            with self._timeouts(conn, folded=folded):
                 statement = statements.read_statement(dialect, *shapes, backwards, True)
                 # Planned for its values: a LIMITed GIN read needs them to pick its index.
-                rows = self._rows(conn, statement, params, False)
+                if folded:  # the timeouts in the read's own query string
+                    rows = self._script(conn, raw, [(statement, params)])[0]
+                else:
+                    rows = self._rows(conn, statement, params, False)
                 if dialect == statements.POSTGRESQL:
                     snapshot = Snapshot.parse(rows[0][0], rows[0][1])
                     rows = [row[2:] for row in rows if row[2] is not None]
                 more = paged and len(rows) > page
                 rest = (
-                    self._rest(conn, shapes, params, backwards, limit, rows[page - 1])
+                    self._rest(conn, shapes, params, backwards, limit, rows[page - 1], folded)
                     if more
                     else iter(())
                 )
@@ -355,8 +360,10 @@ class EventStore:
         backwards: bool,
         limit: int | None,
         last: Any,
+        timeouts: bool,
     ) -> Iterator[Any]:
-        """The events after the first page, streamed through a server-side cursor."""
+        """The events after the first page, streamed through a server-side cursor (with
+        the configured ``timeouts`` around it when the first page carried them itself)."""
         page = self.config.fetch_size
         rest = dict(params, resume=last[0])
         if limit is None:
@@ -368,15 +375,16 @@ class EventStore:
         )
         raw = _driver.direct(conn, self.config.direct_execution)
         rows: Generator[Any, None, None] | CursorResult[Any]
-        if raw is not None:
-            rows = _driver.stream(raw, conn, statement, rest, page)
-        else:
-            options = {"stream_results": True, "yield_per": page}
-            rows = conn.execute(statement, rest, execution_options=options)
-        try:
-            yield from rows
-        finally:
-            rows.close()
+        with self._timeouts(conn) if timeouts else nullcontext():
+            if raw is not None:
+                rows = _driver.stream(raw, conn, statement, rest, page)
+            else:
+                options = {"stream_results": True, "yield_per": page}
+                rows = conn.execute(statement, rest, execution_options=options)
+            try:
+                yield from rows
+            finally:
+                rows.close()
 
     # -- the command log -------------------------------------------------------------------------
 

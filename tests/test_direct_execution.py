@@ -266,8 +266,8 @@ def test_conditional_appends_carry_any_text_unchanged(
 def test_timeouts_travel_in_the_operations_own_query_string(
     engine: Engine, driver_calls: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """On the direct path, configured timeouts cost appends and checks no statement of
-    their own: they are set and put back inside the operation's query string."""
+    """On the direct path, configured timeouts cost appends, checks and reads no statement
+    of their own: they are set and put back inside the operation's query string."""
 
     def no_separate_statements(*args: Any) -> Any:
         raise AssertionError("timeouts sent in statements of their own")
@@ -279,5 +279,6 @@ def test_timeouts_travel_in_the_operations_own_query_string(
         store.append(Event("A", ["t:1"]), AppendCondition(Query.of(tags=["t:1"])))
         store.append(Event("B", ["t:2"]))
         store.check(AppendCondition(Query.of(tags=["t:3"])))
+        assert len(list(store.read(Query.all()))) == 2
     saved = [sql for sql in driver_calls if "sa_crablet.saved_lock_timeout" in sql]
-    assert len(saved) == 6  # set before and put back after each of the three operations
+    assert len(saved) == 8  # set before and put back after each of the four operations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 from sqlalchemy import Engine, String, select, text
@@ -189,7 +190,9 @@ def test_timeouts_apply_per_operation_and_restore_host_settings(
         with pytest.raises(ConcurrencyError):
             store.check(AppendCondition(Query.of(tags=["t"])))
         store.check(AppendCondition(Query.of(tags=["v"])))
-        list(store.read(Query.all()))
+        assert [e.type for e in store.read(Query.all())] == ["A", "A2"]
+        paged = EventStore(session, replace(config, fetch_size=1))  # later pages: a cursor
+        assert [e.type for e in paged.read(Query.all())] == ["A", "A2"]
         assert session.execute(text("SHOW lock_timeout")).scalar() == "7s"
         assert session.execute(text("SHOW statement_timeout")).scalar() == "0"
         session.commit()
