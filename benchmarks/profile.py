@@ -75,6 +75,14 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def with_timeouts(store: CrabletPg) -> CrabletPg:
+    """The same store with ``lock_timeout`` and ``statement_timeout`` configured, as a
+    production deployment would: what the per-operation timeouts cost."""
+    timed = CrabletPg(store.dsn, store.dbname)
+    timed.config = EventStoreConfig(lock_timeout=2, statement_timeout=10)
+    return timed
+
+
 def core_path(store: CrabletPg) -> CrabletPg:
     """The same store, database and operations, with ``direct_execution=False``: every
     statement through SQLAlchemy Core, as an engine with cursor listeners would run."""
@@ -232,6 +240,7 @@ def what_ifs(store: CrabletPg, floor: FloorPg, rounds: int, calls: int) -> dict[
     sa_text = sqlalchemy_text_ops(store)
     base = scenario_ops(store)
     core = core_path(store)
+    timed = with_timeouts(store)
     lasts = store.last_positions()  # the floor shares this database: positions are common
     keys = sorted(lasts)
     floor_ops = {
@@ -241,6 +250,7 @@ def what_ifs(store: CrabletPg, floor: FloorPg, rounds: int, calls: int) -> dict[
         "S6": pg_suite._decider(floor, EventSource(6), {}, "floor"),
     }
     via_core = "sa_crablet through Core (direct_execution=False)"
+    via_timeouts = "sa_crablet with lock_timeout and statement_timeout configured"
     plans: dict[str, dict[str, Op]] = {
         "S1": {
             "sa_crablet as is": base["S1"],
@@ -252,6 +262,7 @@ def what_ifs(store: CrabletPg, floor: FloorPg, rounds: int, calls: int) -> dict[
         "S2": {
             "sa_crablet as is": pg_suite.conditional_appender(store, EventSource(2, 250, 0)),
             via_core: pg_suite.conditional_appender(core, EventSource(12, 125, 250)),
+            via_timeouts: pg_suite.conditional_appender(timed, EventSource(15, 125, 375)),
             "SQLAlchemy Session + text() (same lock + INSERT)": sa_text["S2"],
             RAW: sa_text["S2 raw"],
             "psycopg floor": floor_ops["S2"],
@@ -264,6 +275,7 @@ def what_ifs(store: CrabletPg, floor: FloorPg, rounds: int, calls: int) -> dict[
         "S4": {
             "sa_crablet as is": base["S4"],
             via_core: pg_suite.reader(core, EventSource(14)),
+            via_timeouts: pg_suite.reader(timed, EventSource(24)),
             "SQLAlchemy Session + text() (client-side)": sa_text["S4"],
             RAW: sa_text["S4 raw"],
             "psycopg floor": floor_ops["S4"],
@@ -290,6 +302,7 @@ def what_ifs(store: CrabletPg, floor: FloorPg, rounds: int, calls: int) -> dict[
             for name, sm in results.items()
         ]
     core.close()
+    timed.close()
     return out
 
 
