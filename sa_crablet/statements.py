@@ -536,15 +536,29 @@ def insert_command(dialect: str) -> Insert:
     )
 
 
+COMMAND_COLUMNS = (
+    "id",
+    "type",
+    "data",
+    "metadata",
+    "executed_at",
+    "last_position",
+    "event_count",
+)
+"""The columns of a command look-up, in :class:`~sa_crablet.CommandRecord`'s order."""
+
+
 @lru_cache(maxsize=1)
 def select_command() -> Select[Any]:
-    return select(commands).where(commands.c.id == bindparam("id"))
+    return select(*(commands.c[name] for name in COMMAND_COLUMNS)).where(
+        commands.c.id == bindparam("id")
+    )
 
 
 @lru_cache(maxsize=1)
 def select_command_of_event() -> Select[Any]:
     return (
-        select(commands)
+        select(*(commands.c[name] for name in COMMAND_COLUMNS))
         .join(events, events.c.command_id == commands.c.id)
         .where(events.c.position == bindparam("position"))
     )

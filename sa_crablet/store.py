@@ -401,10 +401,10 @@ class EventStore:
             "event_count": count,
         }
         try:
-            inserted = conn.execute(statements.insert_command(conn.dialect.name), params).first()
+            inserted = self._rows(conn, statements.insert_command(conn.dialect.name), params, True)
         except DBAPIError as exc:
             raise (translate(exc) or exc) from exc
-        return inserted is not None
+        return bool(inserted)
 
     def command(self, command_id: str) -> CommandRecord | None:
         """The recorded command with this id, if it was executed."""
@@ -418,29 +418,23 @@ class EventStore:
     def events_of_command(self, command_id: str) -> list[SequencedEvent]:
         """The events appended by the command with this id, in order (one indexed query)."""
         conn = self.session.connection()
+        statement = statements.select_events_of_command()
         try:
-            rows = conn.execute(statements.select_events_of_command(), {"id": command_id})
-            return [to_event(row) for row in rows]
+            return [to_event(row) for row in self._rows(conn, statement, {"id": command_id}, True)]
         except DBAPIError as exc:
             raise (translate(exc) or exc) from exc
 
     def _one_command(self, statement: Any, params: dict[str, Any]) -> CommandRecord | None:
         conn = self.session.connection()
         try:
-            row = conn.execute(statement, params).mappings().first()
+            rows = self._rows(conn, statement, params, True)
         except DBAPIError as exc:
             raise (translate(exc) or exc) from exc
-        if row is None:
+        if not rows:
             return None
-        executed_at = as_utc(row["executed_at"])
+        id_, type_, data, metadata, executed_at, last_position, event_count = rows[0]
         return CommandRecord(
-            row["id"],
-            row["type"],
-            row["data"],
-            row["metadata"],
-            executed_at,
-            row["last_position"],
-            row["event_count"],
+            id_, type_, data, metadata, as_utc(executed_at), last_position, event_count
         )
 
     # -- decision models -------------------------------------------------------------------------
