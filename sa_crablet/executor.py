@@ -142,12 +142,15 @@ class CommandExecutor:
                 raise ValidationError(
                     "handler", decision, f"the handler for {command.type!r} returned no events"
                 )
-            position = None
             if decision.events:
-                position = store._append(decision.events, decision.condition, command.id)
-            elif decision.condition is not None:
-                store.check(decision.condition)  # nothing to append, only if still true
-            if not store._record_command(command, position, len(decision.events)):
+                position, recorded = store._append_recorded(
+                    decision.events, decision.condition, command
+                )
+            else:
+                if decision.condition is not None:
+                    store.check(decision.condition)  # nothing to append, only if still true
+                position, recorded = None, store._record_command(command, None, 0)
+            if not recorded:
                 # The same id committed meanwhile (we waited for it): undo, report the first.
                 if scope is not None:
                     scope.rollback()

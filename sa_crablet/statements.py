@@ -251,13 +251,21 @@ _XID8 = _Xid8Type()
 def conflict_statement(dialect: str, query: QueryShape, head: HeadShape) -> Select[Any]:
     """The first event that makes an append condition fail: one matching the query that the
     head did not cover. The appending transaction's own events count like any other, except
-    those its read saw (``Snapshot.own``), so "unique within one transaction" holds."""
+    those its read saw (``Snapshot.own``), so "unique within one transaction" holds.
+
+    One row (``position``) if there is such an event, none otherwise. It is the *minimum*
+    of an expression, not ``ORDER BY position LIMIT 1``: a LIMIT (or a plain ``min()``,
+    which PostgreSQL turns into one) asks for a fast-start plan, and for a tag nobody has
+    used yet (a head at 0, the usual "register once" check) that plan walks the primary
+    key hoping for an early match and reads the whole table. The aggregate is planned for
+    its total cost: look the tag up, find nothing.
+    """
+    first = func.min(events.c.position + literal_column("0"))
     return (
-        select(events.c.position)
+        select(first.label("position"))
         .where(_shaped_query_clause(query, dialect, after=_by_position(head)))
         .where(_shaped_after_clause(head))
-        .order_by(events.c.position)
-        .limit(1)
+        .having(func.count() > 0)
     )
 
 
@@ -549,6 +557,34 @@ COMMAND_COLUMNS = (
 
 
 @lru_cache(maxsize=1)
+def record_appended_command() -> Insert:
+    """PostgreSQL: record a command from the events this transaction just appended with
+    its id (``last_position`` and ``event_count`` from them), if there are any; sent in the
+    same query string as the append. Parameters as :func:`insert_command` without the
+    outcome. No row back: nothing was appended, or the id was recorded meanwhile."""
+    command_id = bindparam("id", type_=String)
+    appended = (
+        select(
+            command_id,
+            bindparam("type", type_=String),
+            bindparam("data", type_=commands.c.data.type),
+            bindparam("metadata", type_=commands.c.metadata.type),
+            func.max(events.c.position),
+            func.count(),
+        )
+        .where(events.c.command_id == command_id)
+        .having(func.count() > 0)
+    )
+    names = ["id", "type", "data", "metadata", "last_position", "event_count"]
+    return (
+        postgresql_insert(commands)
+        .from_select(names, appended)
+        .on_conflict_do_nothing(index_elements=[commands.c.id])
+        .returning(commands.c.id)
+    )
+
+
+@lru_cache(maxsize=1)
 def select_command() -> Select[Any]:
     return select(*(commands.c[name] for name in COMMAND_COLUMNS)).where(
         commands.c.id == bindparam("id")
@@ -591,6 +627,7 @@ __all__ = [
     "after_clause",
     "conflict_select",
     "insert_command",
+    "record_appended_command",
     "insert_events",
     "item_clause",
     "lock_params",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Generator, Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -80,14 +80,32 @@ class EventStore:
         event matching ``condition.fail_if_events_match`` exists after ``condition.after``.
         Then the host transaction is still usable (``error.transaction_usable``).
         """
-        return self._append(events, condition, None)
+        return self._append(events, condition, None)[0]
+
+    def _append_recorded(
+        self, events: Sequence[Event], condition: AppendCondition | None, command: Command
+    ) -> tuple[int, bool]:
+        """Append a command's events and record the command; ``(last position, whether
+        the record was written)``: ``False`` means the id was recorded meanwhile and the
+        caller must undo. On the direct path the record goes in the append's own query
+        string (one round trip less per command)."""
+        record = self._command_params(command)
+        del record["last_position"], record["event_count"]
+        position, recorded = self._append(events, condition, command.id, record)
+        if recorded is None:  # not sent with the append: record it now
+            recorded = self._record_command(command, position, len(events))
+        return position, recorded
 
     def _append(
         self,
         events: Iterable[Event] | Event,
         condition: AppendCondition | None,
         command_id: str | None,
-    ) -> int:
+        record: dict[str, Any] | None = None,
+    ) -> tuple[int, bool | None]:
+        """Append; with ``record`` (a command's parameters) also record the command in the
+        same query string where possible, reporting whether it was written (``None``: not
+        attempted, the caller records it itself)."""
         batch = self._check_batch(events)
         if condition is not None and not isinstance(condition, AppendCondition):
             raise ValidationError("condition", condition, "must be an AppendCondition or None")
@@ -105,19 +123,24 @@ class EventStore:
             check = statements.query_params(query) | statements.head_params(head, dialect)
             params |= check
         raw = _driver.direct(conn, self.config.direct_execution)
+        trailer = [] if raw is None or record is None else [_record_trailer(record)]
+        recorded: bool | None = None
         try:
             # On the direct path the timeouts travel in the operation's own query string.
             with self._appends.slot(), self._timeouts(conn, folded=raw is not None):
                 if shapes is None:
                     statement = statements.insert_statement(dialect, statements.UNCONDITIONAL, None)
-                    if raw is not None and self._timeout_settings():
-                        rows = self._script(conn, raw, [(statement, params)])[0]
+                    if raw is not None and (trailer or self._timeout_settings()):
+                        rows, *after = self._script(conn, raw, [(statement, params), *trailer])
+                        recorded = bool(after[0]) if trailer else None
                     else:
                         rows = self._rows(conn, statement, params, True)
                     positions = [row[0] for row in rows]
                 elif dialect == statements.POSTGRESQL:
                     assert condition is not None and query is not None
-                    positions = self._checked_append(conn, raw, condition, batch, shapes, params)
+                    positions, recorded = self._checked_append(
+                        conn, raw, condition, batch, shapes, params, trailer
+                    )
                 else:
                     # SQLite: one writer at a time, so the check needs no lock.
                     statement = statements.insert_statement(dialect, *shapes)
@@ -128,7 +151,7 @@ class EventStore:
         except DBAPIError as exc:
             raise (translate(exc, condition) or exc) from exc
         last: int = max(positions)
-        return last
+        return last, recorded
 
     def check(self, condition: AppendCondition) -> None:
         """Raise :class:`ConcurrencyError` if an event matching the condition exists after
@@ -228,9 +251,11 @@ class EventStore:
         batch: list[Event],
         shapes: tuple[statements.QueryShape, statements.HeadShape],
         params: dict[str, Any],
-    ) -> list[int]:
+        trailer: list[tuple[Any, dict[str, Any]]],
+    ) -> tuple[list[int], bool | None]:
         """PostgreSQL's conditional append: take the advisory locks, then check and insert
-        in one new statement; return the positions or raise ``ConcurrencyError``.
+        in one new statement; return the positions (and whether the ``trailer``, a command
+        record sent with them, wrote its row) or raise ``ConcurrencyError``.
 
         Why the locks: under READ COMMITTED, "check, then insert" lets two appenders with
         the same condition both see nothing and both commit. Exclusive locks on the
@@ -248,10 +273,10 @@ class EventStore:
             # Lock and insert in one round trip. The insert does nothing outside READ
             # COMMITTED (its isolation guard), since the fresh check must come first there.
             guarded = (checked, params | {"isolation_checked": False})
-            lock_rows, rows = self._script(conn, raw, [lock[:2], guarded])
+            lock_rows, rows, *after = self._script(conn, raw, [lock[:2], guarded, *trailer])
             isolation: str = lock_rows[0][0]
             if isolation == "read committed":
-                return _inserted(condition, rows)
+                return _inserted(condition, rows), bool(after[0]) if trailer else None
         else:
             isolation = self._rows(conn, *lock)[0][0]
         if isolation != "read committed":
@@ -264,7 +289,7 @@ class EventStore:
                 raise _condition_failed(condition, conflict)
         with self._timeouts(conn) if raw is not None else nullcontext():
             rows = self._rows(conn, checked, params | {"isolation_checked": True}, False)
-        return _inserted(condition, rows)
+        return _inserted(condition, rows), None
 
     # -- reads -----------------------------------------------------------------------------------
 
@@ -392,7 +417,18 @@ class EventStore:
         """Record an executed command; ``False`` if its id was already recorded (then the
         caller must undo what it appended)."""
         conn = self.session.connection()
-        params = {
+        params = self._command_params(command, last_position, count)
+        try:
+            inserted = self._rows(conn, statements.insert_command(conn.dialect.name), params, True)
+        except DBAPIError as exc:
+            raise (translate(exc) or exc) from exc
+        return bool(inserted)
+
+    @staticmethod
+    def _command_params(
+        command: Command, last_position: int | None = None, count: int = 0
+    ) -> dict[str, Any]:
+        return {
             "id": command.id,
             "type": command.type,
             "data": _checked_json("data", command.data),
@@ -400,11 +436,6 @@ class EventStore:
             "last_position": last_position,
             "event_count": count,
         }
-        try:
-            inserted = self._rows(conn, statements.insert_command(conn.dialect.name), params, True)
-        except DBAPIError as exc:
-            raise (translate(exc) or exc) from exc
-        return bool(inserted)
 
     def command(self, command_id: str) -> CommandRecord | None:
         """The recorded command with this id, if it was executed."""
@@ -507,6 +538,10 @@ def _condition_failed(condition: AppendCondition | None, position: int | None) -
         position=position,
         transaction_usable=True,
     )
+
+
+def _record_trailer(record: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    return statements.record_appended_command(), record
 
 
 def _inserted(condition: AppendCondition, rows: list[Any]) -> list[int]:
