@@ -67,19 +67,24 @@ def _explain(element: Explain, compiler: SQLCompiler, **kw: Any) -> str:
     return "EXPLAIN (FORMAT JSON) " + compiler.process(element.statement, **kw)
 
 
-@pytest.fixture(scope="module")
-def filled(postgres_server_url: str) -> Iterator[Engine]:
-    """A database of its own with the events, vacuumed (so freshly inserted GIN entries
-    leave the index's pending list, as autovacuum does in production) and analysed."""
-    with fresh_postgres_database(postgres_server_url) as url:
+def store_filled_by(server_url: str, fill: Any) -> Iterator[Engine]:
+    """A database of its own with the events ``fill`` inserts, vacuumed (so freshly
+    inserted GIN entries leave the index's pending list, as autovacuum does in production)
+    and analysed."""
+    with fresh_postgres_database(server_url) as url:
         engine = create_engine(url, poolclass=pool.NullPool)
         upgrade(engine)
         with engine.begin() as conn:
-            conn.execute(FILL)
+            conn.execute(fill)
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text(f"VACUUM ANALYZE {EVENTS_TABLE}"))
         yield engine
         engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def filled(postgres_server_url: str) -> Iterator[Engine]:
+    yield from store_filled_by(postgres_server_url, FILL)
 
 
 def plan_of(engine: Engine, statement: ClauseElement) -> dict[str, Any]:
@@ -202,15 +207,7 @@ REGISTRATIONS = text(
 def registrations(postgres_server_url: str) -> Iterator[Engine]:
     """One type, one unique tag per event (every user registered once): the statistics
     hold no common tag, so PostgreSQL falls back to a default guess for any tag."""
-    with fresh_postgres_database(postgres_server_url) as url:
-        engine = create_engine(url, poolclass=pool.NullPool)
-        upgrade(engine)
-        with engine.begin() as conn:
-            conn.execute(REGISTRATIONS)
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text(f"VACUUM ANALYZE {EVENTS_TABLE}"))
-        yield engine
-        engine.dispose()
+    yield from store_filled_by(postgres_server_url, REGISTRATIONS)
 
 
 @pytest.mark.parametrize("with_snapshot", [True, False], ids=["snapshot", "bare-position"])
