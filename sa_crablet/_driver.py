@@ -142,17 +142,17 @@ def fetch_script(
     cannot carry server-side parameters; the statements are planned for their values.
     """
     cursor = _cursor(raw, conn, client=True)
+    forms = [(compiled(statement, conn.dialect), params) for statement, params in calls]
     sql = ""
     try:
-        sql = ";\n".join(
-            cursor.mogrify(form.sql, form.bind(params))
-            for form, params in ((compiled(st, conn.dialect), params) for st, params in calls)
-        )
+        sql = ";\n".join(cursor.mogrify(form.sql, form.bind(params)) for form, params in forms)
         cursor.execute(sql)
         results = [cursor.fetchall()]
         while cursor.nextset():
             results.append(cursor.fetchall())
     except raw.Error as exc:
+        if conn.engine.hide_parameters:  # the bound text holds the values: show placeholders
+            sql = ";\n".join(form.sql for form, _ in forms)
         raise _wrapped(conn, raw, sql, {}, exc) from exc
     finally:
         cursor.close()
@@ -194,6 +194,7 @@ def _wrapped(
         dict(values),
         exc,
         conn.dialect.loaded_dbapi.Error,
+        hide_parameters=conn.engine.hide_parameters,
         connection_invalidated=broken,
         dialect=conn.dialect,
     )

@@ -282,3 +282,24 @@ def test_timeouts_travel_in_the_operations_own_query_string(
         assert len(list(store.read(Query.all()))) == 2
     saved = [sql for sql in driver_calls if "sa_crablet.saved_lock_timeout" in sql]
     assert len(saved) == 8  # set before and put back after each of the four operations
+
+
+def test_hidden_parameters_stay_hidden_on_the_direct_path(engine: Engine) -> None:
+    """A conditional append's values are bound into its query string; with an engine that
+    hides parameters, an error shows the statements with placeholders, not the values."""
+    hiding = create_engine(engine.url, hide_parameters=True)
+    try:
+        with Session(hiding) as session:
+            store = EventStore(session)
+            store.append(Event("Opened", ["course:1"]))
+            pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            with engine.connect() as killer:
+                killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            condition = AppendCondition(Query.of(tags=["course:1"]), 1)
+            with pytest.raises(OperationalError) as info:
+                store.append(Event("Opened", ["course:1"], {"card": "4111-SECRET"}), condition)
+            session.rollback()
+    finally:
+        hiding.dispose()
+    assert "4111-SECRET" not in str(info.value)
+    assert "INSERT INTO sa_crablet_events" in str(info.value)
