@@ -138,8 +138,9 @@ def query_clause(query: Query, table: Any = events) -> ColumnElement[bool]:
 
 QueryShape = tuple[tuple[bool, bool], ...] | None
 """Per item: (has types, has tags); ``None`` for ``Query.all()``."""
-HeadShape = tuple[str, bool, bool] | None
-"""``None`` (no head), ``("position", False, False)``, or ``("snapshot", has xip, has own)``."""
+HeadShape = tuple[str, bool, bool, bool] | None
+"""``None`` (no head), ``("position", False, False, at start)`` or ``("snapshot", has xip,
+has own, at start)``; "at start": the head's position is 0 (its read found nothing)."""
 
 
 def query_shape(query: Query) -> QueryShape:
@@ -151,9 +152,10 @@ def query_shape(query: Query) -> QueryShape:
 def head_shape(head: Head | None, dialect: str) -> HeadShape:
     if head is None:
         return None
+    at_start = head.position == 0
     if head.snapshot is None or dialect != POSTGRESQL:
-        return ("position", False, False)
-    return ("snapshot", bool(head.snapshot.xip), head.snapshot.own is not None)
+        return ("position", False, False, at_start)
+    return ("snapshot", bool(head.snapshot.xip), head.snapshot.own is not None, at_start)
 
 
 def query_params(query: Query) -> dict[str, Any]:
@@ -218,7 +220,7 @@ def _shaped_after_clause(shape: HeadShape, table: Any = events) -> ColumnElement
     than the reader's own transaction (its writes before the read were seen)."""
     if shape is None:
         return true()
-    kind, has_xip, has_own = shape
+    kind, has_xip, has_own, _at_start = shape
     later: ColumnElement[bool] = table.c.position > bindparam("after_position", type_=BigInteger)
     if kind == "position":
         return later
@@ -253,20 +255,24 @@ def conflict_statement(dialect: str, query: QueryShape, head: HeadShape) -> Sele
     head did not cover. The appending transaction's own events count like any other, except
     those its read saw (``Snapshot.own``), so "unique within one transaction" holds.
 
-    One row (``position``) if there is such an event, none otherwise. It is the *minimum*
-    of an expression, not ``ORDER BY position LIMIT 1``: a LIMIT (or a plain ``min()``,
-    which PostgreSQL turns into one) asks for a fast-start plan, and for a tag nobody has
-    used yet (a head at 0, the usual "register once" check) that plan walks the primary
-    key hoping for an early match and reads the whole table. The aggregate is planned for
-    its total cost: look the tag up, find nothing.
+    One row (``position``) if there is such an event, none otherwise.
+
+    After a head, ``ORDER BY position LIMIT 1``: the check starts from the head and stops
+    at the first match. With no head, or a head at 0 (a read that found nothing: the usual
+    "register once" check), ``position > 0`` bounds nothing, and a LIMIT (or a plain
+    ``min()``, which PostgreSQL turns into one) invites a fast-start plan that walks the
+    primary key hoping for an early match: on a tag nobody has used yet, the whole table.
+    There the check is the minimum of an expression instead, planned for its total cost:
+    look the tag up, find nothing.
     """
-    first = func.min(events.c.position + literal_column("0"))
-    return (
-        select(first.label("position"))
-        .where(_shaped_query_clause(query, dialect, after=_by_position(head)))
-        .where(_shaped_after_clause(head))
-        .having(func.count() > 0)
+    condition = (
+        _shaped_query_clause(query, dialect, after=_by_position(head)),
+        _shaped_after_clause(head),
     )
+    if head is None or head[3]:
+        first = func.min(events.c.position + literal_column("0"))
+        return select(first.label("position")).where(*condition).having(func.count() > 0)
+    return select(events.c.position).where(*condition).order_by(events.c.position).limit(1)
 
 
 # -- reads ---------------------------------------------------------------------------------------

@@ -210,7 +210,7 @@ def registrations(postgres_server_url: str) -> Iterator[Engine]:
     yield from store_filled_by(postgres_server_url, REGISTRATIONS)
 
 
-@pytest.mark.parametrize("with_snapshot", [True, False], ids=["snapshot", "bare-position"])
+@pytest.mark.parametrize("head_kind", ["snapshot", "bare-position", "none"])
 @pytest.mark.parametrize(
     "scope",
     [
@@ -221,15 +221,20 @@ def registrations(postgres_server_url: str) -> Iterator[Engine]:
     ids=["type and new tag", "new tag", "two tags"],
 )
 def test_a_check_on_a_new_entity_looks_up_its_tag(
-    registrations: Engine, scope: Query, with_snapshot: bool
+    registrations: Engine, scope: Query, head_kind: str
 ) -> None:
     """The commonest DCB decision, "register once": a read of a tag with no events yet
-    gives a head at position 0, so ``position > 0`` bounds nothing. The check must look the
-    tag up in the GIN index, not walk the primary key hoping for an early match (on a new
-    tag that reads the whole table: 5-7 ms at 20k events)."""
+    gives a head at position 0 (or the condition has no head at all), so nothing bounds
+    the positions. The check must look the tag up in the GIN index, not walk the primary
+    key hoping for an early match (on a new tag that reads the whole table: 5-7 ms at 20k
+    events)."""
     with registrations.connect() as conn:
         snapshot = Snapshot.parse(str(conn.execute(text("SELECT pg_current_snapshot()")).scalar()))
-    head = Head(0, snapshot if with_snapshot else None)
+    head = {
+        "snapshot": Head(0, snapshot),
+        "bare-position": Head(0),
+        "none": None,
+    }[head_kind]
     plan = plan_of(registrations, conflict_select(scope, head, POSTGRESQL))
     assert_no_seq_scan(plan)
     assert IX_EVENTS_TAGS in indexes_used(plan), json.dumps(plan, indent=1)
