@@ -3,27 +3,26 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, CursorResult
+from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, scoped_session
 
-from sa_crablet import _driver, _locks, statements
+from sa_crablet import _locks, statements
+from sa_crablet._command_log import CommandLog
 from sa_crablet._connection import (
-    custom_plans,
     fresh_conflict,
     pg_timeouts,
     sqlite_timeouts,
-    timeout_settings,
 )
 from sa_crablet._errors import translate
 from sa_crablet._limits import limiter
+from sa_crablet._runner import Runner
 from sa_crablet._validation import to_json
-from sa_crablet.commands import Command, CommandRecord
 from sa_crablet.config import EventStoreConfig
 from sa_crablet.events import Event, SequencedEvent
 from sa_crablet.exceptions import (
@@ -38,14 +37,13 @@ from sa_crablet.query import AppendCondition, Head, Query, Snapshot, check_after
 from sa_crablet.streams import (
     ProjectionStream,
     ReadResult,
-    as_utc,
     next_head,
     project_events,
     to_event,
 )
 
 
-class EventStore:
+class EventStore(CommandLog):
     """A DCB event store that works inside the caller's ``Session`` transaction.
 
     It never commits, rolls back or flushes the session: events appended here commit or roll
@@ -82,20 +80,6 @@ class EventStore:
         """
         return self._append(events, condition, None)[0]
 
-    def _append_recorded(
-        self, events: Sequence[Event], condition: AppendCondition | None, command: Command
-    ) -> tuple[int, bool]:
-        """Append a command's events and record the command; ``(last position, whether
-        the record was written)``: ``False`` means the id was recorded meanwhile and the
-        caller must undo. On the direct path the record goes in the append's own query
-        string (one round trip less per command)."""
-        record = self._command_params(command)
-        del record["last_position"], record["event_count"]
-        position, recorded = self._append(events, condition, command.id, record)
-        if recorded is None:  # not sent with the append: record it now
-            recorded = self._record_command(command, position, len(events))
-        return position, recorded
-
     def _append(
         self,
         events: Iterable[Event] | Event,
@@ -122,29 +106,29 @@ class EventStore:
             shapes = (statements.query_shape(query), statements.head_shape(head, dialect))
             check = statements.query_params(query) | statements.head_params(head, dialect)
             params |= check
-        raw = _driver.direct(conn, self.config.direct_execution)
-        trailer = [] if raw is None or record is None else [_record_trailer(record)]
+        run = Runner.of(conn, self.config)
+        trailer = [_record_trailer(record)] if run.direct and record is not None else []
         recorded: bool | None = None
         try:
             # On the direct path the timeouts travel in the operation's own query string.
-            with self._appends.slot(), self._timeouts(conn, folded=raw is not None):
+            with self._appends.slot(), self._timeouts(conn, folded=run.direct):
                 if shapes is None:
                     statement = statements.insert_statement(dialect, statements.UNCONDITIONAL, None)
-                    if raw is not None and (trailer or self._timeout_settings()):
-                        rows, *after = self._script(conn, raw, [(statement, params), *trailer])
+                    if run.direct and (trailer or run.timeouts):
+                        rows, *after = run.script([(statement, params), *trailer])
                         recorded = bool(after[0]) if trailer else None
                     else:
-                        rows = self._rows(conn, statement, params, True)
+                        rows = run.rows(statement, params, True)
                     positions = [row[0] for row in rows]
                 elif dialect == statements.POSTGRESQL:
                     assert condition is not None and query is not None
                     positions, recorded = self._checked_append(
-                        conn, raw, condition, batch, shapes, params, trailer
+                        run, condition, batch, shapes, params, trailer
                     )
                 else:
                     # SQLite: one writer at a time, so the check needs no lock.
                     statement = statements.insert_statement(dialect, *shapes)
-                    positions = [row[0] for row in self._rows(conn, statement, params, False)]
+                    positions = [row[0] for row in run.rows(statement, params, False)]
                     if not positions:
                         first = statements.conflict_statement(dialect, *shapes)
                         raise _condition_failed(condition, conn.execute(first, check).scalar())
@@ -169,20 +153,19 @@ class EventStore:
         shapes = (statements.query_shape(query), statements.head_shape(head, dialect))
         check = statements.query_params(query) | statements.head_params(head, dialect)
         conflict_check = statements.conflict_statement(dialect, *shapes)
-        raw = _driver.direct(conn, self.config.direct_execution)
+        run = Runner.of(conn, self.config)
         try:
-            with self._timeouts(conn, folded=raw is not None):
+            with self._timeouts(conn, folded=run.direct):
                 if dialect != statements.POSTGRESQL:
-                    conflict = self._rows(conn, conflict_check, check, False)
+                    conflict = run.rows(conflict_check, check, False)
                 else:
                     keys, exclusive = _locks.plan(query, [])
                     lock = (statements.lock_select(), statements.lock_params(keys, exclusive))
-                    if raw is not None:
-                        calls = [lock, (conflict_check, check)]
-                        lock_rows, conflict = self._script(conn, raw, calls)
+                    if run.direct:
+                        lock_rows, conflict = run.script([lock, (conflict_check, check)])
                     else:
-                        lock_rows = self._rows(conn, *lock, True)
-                        conflict = self._rows(conn, conflict_check, check, False)
+                        lock_rows = run.rows(*lock, True)
+                        conflict = run.rows(conflict_check, check, False)
                     if not conflict and lock_rows[0][0] != "read committed":
                         # A fixed snapshot cannot see later commits: check a fresh one too.
                         fresh = fresh_conflict(conn, shapes, check)
@@ -191,38 +174,6 @@ class EventStore:
             raise (translate(exc, condition) or exc) from exc
         if conflict:
             raise _condition_failed(condition, conflict[0][0])
-
-    def _timeout_settings(self) -> dict[str, str]:
-        return timeout_settings(self.config.lock_timeout, self.config.statement_timeout)
-
-    def _script(
-        self, conn: Connection, raw: Any, calls: list[tuple[Any, dict[str, Any]]]
-    ) -> list[list[Any]]:
-        """Several statements in one round trip (:func:`_driver.fetch_script`), with the
-        configured timeouts set before them and the host's values put back after them in
-        the same query string, so timeouts cost no round trip of their own."""
-        settings = self._timeout_settings()
-        if not settings:
-            return _driver.fetch_script(raw, conn, calls)
-        names = tuple(settings)
-        wrapped = [
-            (statements.timeouts_set(names), settings),
-            *calls,
-            (statements.timeouts_restore(names), {}),
-        ]
-        return _driver.fetch_script(raw, conn, wrapped)[1:-1]
-
-    def _rows(
-        self, conn: Connection, statement: Any, params: dict[str, Any], prepare: bool
-    ) -> list[Any]:
-        """Every row of one of the store's own statements, directly on the driver where
-        possible (see :mod:`sa_crablet._driver`), else through Core. ``prepare=False``
-        has PostgreSQL plan the statement for its actual values on every call."""
-        raw = _driver.direct(conn, self.config.direct_execution)
-        if raw is not None:
-            return _driver.fetch(raw, conn, statement, params, prepare)
-        with custom_plans(conn, not prepare):
-            return list(conn.execute(statement, params).all())
 
     def _check_batch(self, events: Iterable[Event] | Event) -> list[Event]:
         if isinstance(events, Event):
@@ -245,8 +196,7 @@ class EventStore:
 
     def _checked_append(
         self,
-        conn: Connection,
-        raw: Any,
+        run: Runner,
         condition: AppendCondition,
         batch: list[Event],
         shapes: tuple[statements.QueryShape, statements.HeadShape],
@@ -267,28 +217,28 @@ class EventStore:
         the check usually finds nothing.
         """
         keys, exclusive = _locks.plan(condition.fail_if_events_match, batch)
-        lock = (statements.lock_select(), statements.lock_params(keys, exclusive), True)
+        lock = (statements.lock_select(), statements.lock_params(keys, exclusive))
         checked = statements.checked_insert_statement(*shapes)
-        if raw is not None:
+        if run.direct:
             # Lock and insert in one round trip. The insert does nothing outside READ
             # COMMITTED (its isolation guard), since the fresh check must come first there.
             guarded = (checked, params | {"isolation_checked": False})
-            lock_rows, rows, *after = self._script(conn, raw, [lock[:2], guarded, *trailer])
+            lock_rows, rows, *after = run.script([lock, guarded, *trailer])
             isolation: str = lock_rows[0][0]
             if isolation == "read committed":
                 return _inserted(condition, rows), bool(after[0]) if trailer else None
         else:
-            isolation = self._rows(conn, *lock)[0][0]
+            isolation = run.rows(*lock, True)[0][0]
         if isolation != "read committed":
             # A fixed snapshot (REPEATABLE READ, SERIALIZABLE) cannot see what others
             # committed after it: check on a fresh snapshot as well. The in-statement check
             # still sees this transaction's own events.
             check = {k: v for k, v in params.items() if k not in ("batch", "command_id")}
-            conflict = fresh_conflict(conn, shapes, check)
+            conflict = fresh_conflict(run.conn, shapes, check)
             if conflict is not None:
                 raise _condition_failed(condition, conflict)
-        with self._timeouts(conn) if raw is not None else nullcontext():
-            rows = self._rows(conn, checked, params | {"isolation_checked": True}, False)
+        with self._timeouts(run.conn) if run.direct else nullcontext():
+            rows = run.rows(checked, params | {"isolation_checked": True}, False)
         return _inserted(condition, rows), None
 
     # -- reads -----------------------------------------------------------------------------------
@@ -337,22 +287,22 @@ class EventStore:
         snapshot: Snapshot | None = None
         count = 0
         edge: int | None = None  # last position (forwards) / first position (backwards)
-        raw = _driver.direct(conn, self.config.direct_execution)
-        folded = raw is not None and bool(self._timeout_settings())
+        run = Runner.of(conn, self.config)
+        folded = run.direct and bool(run.timeouts)
         try:
             with self._timeouts(conn, folded=folded):
                 statement = statements.read_statement(dialect, *shapes, backwards, True)
                 # Planned for its values: a LIMITed GIN read needs them to pick its index.
                 if folded:  # the timeouts in the read's own query string
-                    rows = self._script(conn, raw, [(statement, params)])[0]
+                    rows = run.script([(statement, params)])[0]
                 else:
-                    rows = self._rows(conn, statement, params, False)
+                    rows = run.rows(statement, params, False)
                 if dialect == statements.POSTGRESQL:
                     snapshot = Snapshot.parse(rows[0][0], rows[0][1])
                     rows = [row[2:] for row in rows if row[2] is not None]
                 more = paged and len(rows) > page
                 rest = (
-                    self._rest(conn, shapes, params, backwards, limit, rows[page - 1], folded)
+                    self._rest(run, shapes, params, backwards, limit, rows[page - 1], folded)
                     if more
                     else iter(())
                 )
@@ -379,7 +329,7 @@ class EventStore:
 
     def _rest(
         self,
-        conn: Connection,
+        run: Runner,
         shapes: tuple[statements.QueryShape, statements.HeadShape],
         params: dict[str, Any],
         backwards: bool,
@@ -395,78 +345,10 @@ class EventStore:
             rest.pop("limit", None)
         else:
             rest["limit"] = limit - page
-        statement = statements.read_statement(
-            conn.dialect.name, *shapes, backwards, limit is not None, True
-        )
-        raw = _driver.direct(conn, self.config.direct_execution)
-        rows: Generator[Any, None, None] | CursorResult[Any]
-        with self._timeouts(conn) if timeouts else nullcontext():
-            if raw is not None:
-                rows = _driver.stream(raw, conn, statement, rest, page)
-            else:
-                options = {"stream_results": True, "yield_per": page}
-                rows = conn.execute(statement, rest, execution_options=options)
-            try:
-                yield from rows
-            finally:
-                rows.close()
-
-    # -- the command log -------------------------------------------------------------------------
-
-    def _record_command(self, command: Command, last_position: int | None, count: int) -> bool:
-        """Record an executed command; ``False`` if its id was already recorded (then the
-        caller must undo what it appended)."""
-        conn = self.session.connection()
-        params = self._command_params(command, last_position, count)
-        try:
-            inserted = self._rows(conn, statements.insert_command(conn.dialect.name), params, True)
-        except DBAPIError as exc:
-            raise (translate(exc) or exc) from exc
-        return bool(inserted)
-
-    @staticmethod
-    def _command_params(
-        command: Command, last_position: int | None = None, count: int = 0
-    ) -> dict[str, Any]:
-        return {
-            "id": command.id,
-            "type": command.type,
-            "data": _checked_json("data", command.data),
-            "metadata": _checked_json("metadata", command.metadata),
-            "last_position": last_position,
-            "event_count": count,
-        }
-
-    def command(self, command_id: str) -> CommandRecord | None:
-        """The recorded command with this id, if it was executed."""
-        return self._one_command(statements.select_command(), {"id": command_id})
-
-    def command_of_event(self, position: int) -> CommandRecord | None:
-        """The command whose execution appended the event at ``position`` (one indexed
-        look-up), or ``None`` for an event appended outside any command."""
-        return self._one_command(statements.select_command_of_event(), {"position": position})
-
-    def events_of_command(self, command_id: str) -> list[SequencedEvent]:
-        """The events appended by the command with this id, in order (one indexed query)."""
-        conn = self.session.connection()
-        statement = statements.select_events_of_command()
-        try:
-            return [to_event(row) for row in self._rows(conn, statement, {"id": command_id}, True)]
-        except DBAPIError as exc:
-            raise (translate(exc) or exc) from exc
-
-    def _one_command(self, statement: Any, params: dict[str, Any]) -> CommandRecord | None:
-        conn = self.session.connection()
-        try:
-            rows = self._rows(conn, statement, params, True)
-        except DBAPIError as exc:
-            raise (translate(exc) or exc) from exc
-        if not rows:
-            return None
-        id_, type_, data, metadata, executed_at, last_position, event_count = rows[0]
-        return CommandRecord(
-            id_, type_, data, metadata, as_utc(executed_at), last_position, event_count
-        )
+        dialect = run.conn.dialect.name
+        statement = statements.read_statement(dialect, *shapes, backwards, limit is not None, True)
+        with self._timeouts(run.conn) if timeouts else nullcontext():
+            yield from run.stream(statement, rest, page)
 
     # -- decision models -------------------------------------------------------------------------
 
@@ -521,7 +403,7 @@ class EventStore:
 
     def _timeouts(self, conn: Connection, folded: bool = False) -> AbstractContextManager[None]:
         """The configured timeouts around an operation (``folded``: its statements carry
-        them themselves, see :meth:`_script`)."""
+        them themselves, see :meth:`Runner.script`)."""
         cfg = self.config
         if folded or (cfg.lock_timeout is None and cfg.statement_timeout is None):
             return nullcontext()
@@ -551,12 +433,6 @@ def _inserted(condition: AppendCondition, rows: list[Any]) -> list[int]:
         failed_at = [position for position, failed in rows if failed]
         raise _condition_failed(condition, failed_at[0] if failed_at else None)
     return positions
-
-
-def _checked_json(field: str, value: Any) -> Any:
-    """Validate a payload as storable JSON; return it for the JSON column type to encode."""
-    to_json(field, value)
-    return value
 
 
 def _encode_batch(batch: list[Event]) -> str:
