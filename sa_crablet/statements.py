@@ -1,7 +1,9 @@
 """Pure statement builders: values in, SQLAlchemy Core statements out. No I/O.
 
 Per-dialect differences live here; :mod:`sa_crablet.store` only executes what this module
-builds, so an async sibling can reuse every statement unchanged.
+builds, so an async sibling can reuse every statement unchanged. A query as a boolean
+expression (:mod:`sa_crablet._clauses`) and the command log's statements
+(:mod:`sa_crablet._command_statements`) live in modules of their own and are re-exported here.
 """
 
 from __future__ import annotations
@@ -31,104 +33,27 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.elements import BindParameter
-from sqlalchemy.sql.visitors import InternalTraversal
 
-from sa_crablet.query import Head, Query, QueryItem
-from sa_crablet.schema import EVENT_TAGS_TABLE, TagArray, commands, events
-
-POSTGRESQL = "postgresql"
-SQLITE = "sqlite"
-
-# -- Query -> boolean expression ----------------------------------------------------------------
-
-
-class TagsContain(ColumnElement[bool]):
-    """The event holds every tag in ``tags`` (a ``TagArray`` bind parameter): ``@>`` over
-    ``text[]`` on PostgreSQL (GIN), a look-up in the (tag, position) side table on SQLite."""
-
-    inherit_cache = True
-    type = Boolean()
-    # A predicate, not a boolean value: never render it as "... = 1" on SQLite (that would
-    # hide the IN from SQLite's planner).
-    _is_implicitly_boolean = True
-    _traverse_internals = [  # noqa: RUF012 - SQLAlchemy's own convention
-        ("column", InternalTraversal.dp_clauseelement),
-        ("position", InternalTraversal.dp_clauseelement),
-        ("tags", InternalTraversal.dp_clauseelement),
-    ]
-
-    def __init__(self, table: Any, tags: BindParameter[Any]) -> None:
-        self.column = table.c.tags
-        self.position = table.c.position
-        self.tags = tags
-
-
-@compiles(TagsContain, POSTGRESQL)
-def _tags_contain_pg(element: TagsContain, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"{compiler.process(element.column, **kw)} @> {compiler.process(element.tags, **kw)}"
-
-
-@compiles(TagsContain)
-def _tags_contain_side_table(element: TagsContain, compiler: SQLCompiler, **kw: Any) -> str:
-    # Positions having every wanted tag: (tag, position) is the side table's primary key,
-    # so each wanted tag is an index range; tags are de-duplicated, so the count is exact.
-    position = compiler.process(element.position, **kw)
-    wanted = compiler.process(element.tags, **kw)
-    after = ""
-    if isinstance(element, TagsContainAfter):
-        after = f" AND position > {compiler.process(element.after, **kw)}"
-    return (
-        f"{position} IN (SELECT position FROM {EVENT_TAGS_TABLE} "
-        f"WHERE tag IN (SELECT value FROM json_each({wanted})){after} "
-        f"GROUP BY position HAVING count(*) = json_array_length({wanted}))"
-    )
-
-
-class TagsContainAfter(TagsContain):
-    """:class:`TagsContain` for events after a position only. On SQLite the bound goes
-    into the side-table look-up (a range of its primary key), so a conflict check reads
-    the tag's recent positions instead of all of them: without it, every conditional
-    append on a tag with many events would collect the tag's whole history first."""
-
-    inherit_cache = True
-    _traverse_internals = [  # noqa: RUF012 - SQLAlchemy's own convention
-        *TagsContain._traverse_internals,
-        ("after", InternalTraversal.dp_clauseelement),
-    ]
-
-    def __init__(self, table: Any, tags: BindParameter[Any], after: BindParameter[Any]) -> None:
-        super().__init__(table, tags)
-        self.after = after
-
-
-compiles(TagsContainAfter, POSTGRESQL)(_tags_contain_pg)  # GIN needs no such hint
-compiles(TagsContainAfter)(_tags_contain_side_table)
-
-
-def item_clause(item: QueryItem, table: Any = events) -> ColumnElement[bool]:
-    """One query item as a boolean expression, its values bound in the expression."""
-    parts: list[ColumnElement[bool]] = []
-    if item.types:
-        parts.append(table.c.type.in_(item.types))
-    if item.tags:
-        parts.append(TagsContain(table, bindparam(None, list(item.tags), type_=TagArray())))
-    return and_(*parts)
-
-
-def query_clause(query: Query, table: Any = events) -> ColumnElement[bool]:
-    """A ``Query`` as a boolean expression over the events table (or an alias of it).
-
-    Compose it into your own statements: ``select(events).where(query_clause(q))``.
-    """
-    if query.match_all:
-        return true()
-    return or_(*(item_clause(item, table) for item in query.items))
-
+from sa_crablet._clauses import (
+    EVENT_COLUMNS,
+    POSTGRESQL,
+    SQLITE,
+    XID8,
+    TagsContain,
+    TagsContainAfter,
+    item_clause,
+    query_clause,
+)
+from sa_crablet._command_statements import (
+    COMMAND_COLUMNS,
+    insert_command,
+    record_appended_command,
+    select_command,
+    select_command_of_event,
+    select_events_of_command,
+)
+from sa_crablet.query import Head, Query
+from sa_crablet.schema import TagArray, events
 
 # -- shapes: hot-path statements are built once per structure, values are parameters ------------
 #
@@ -225,28 +150,14 @@ def _shaped_after_clause(shape: HeadShape, table: Any = events) -> ColumnElement
     if kind == "position":
         return later
     xid = table.c.transaction_id
-    unseen: ColumnElement[bool] = xid >= cast(bindparam("after_xmax", type_=String), _XID8)
+    unseen: ColumnElement[bool] = xid >= cast(bindparam("after_xmax", type_=String), XID8)
     if has_xip:
-        in_flight = cast(bindparam("after_xip", type_=ARRAY(String)), ARRAY(_XID8))
+        in_flight = cast(bindparam("after_xip", type_=ARRAY(String)), ARRAY(XID8))
         unseen = or_(unseen, xid == func.any(in_flight))
     if has_own:
-        unseen = and_(unseen, xid != cast(bindparam("after_own", type_=String), _XID8))
+        unseen = and_(unseen, xid != cast(bindparam("after_own", type_=String), XID8))
     clause: ColumnElement[bool] = or_(later, unseen)
     return clause
-
-
-class _Xid8Type(String):
-    """Cast target for ``xid8`` values (bound as text, cast in SQL)."""
-
-    cache_ok = True
-
-
-@compiles(_Xid8Type, POSTGRESQL)
-def _xid8_type(element: _Xid8Type, compiler: Any, **kw: Any) -> str:
-    return "XID8"
-
-
-_XID8 = _Xid8Type()
 
 
 @lru_cache(maxsize=512)
@@ -276,8 +187,6 @@ def conflict_statement(dialect: str, query: QueryShape, head: HeadShape) -> Sele
 
 
 # -- reads ---------------------------------------------------------------------------------------
-
-EVENT_COLUMNS = ("position", "type", "tags", "data", "metadata", "recorded_at")
 
 
 @lru_cache(maxsize=512)
@@ -523,99 +432,8 @@ def insert_events(dialect: str, condition_query: Query | None, head: Head | None
     return insert_statement(dialect, query_shape(condition_query), head_shape(head, dialect))
 
 
-# -- the command log -----------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=4)
-def insert_command(dialect: str) -> Insert:
-    """Record a command unless its id is already recorded; RETURNING tells which happened.
-
-    Parameters: ``id``, ``type``, ``data``, ``metadata``, ``last_position``,
-    ``event_count``. A concurrent transaction inserting the same id makes this statement
-    wait for it, then do nothing if it committed: exactly one execution per id.
-    """
-    insert = postgresql_insert if dialect == POSTGRESQL else sqlite_insert
-    return (
-        insert(commands)
-        .values(
-            id=bindparam("id"),
-            type=bindparam("type"),
-            data=bindparam("data"),
-            metadata=bindparam("metadata"),
-            last_position=bindparam("last_position"),
-            event_count=bindparam("event_count"),
-        )
-        .on_conflict_do_nothing(index_elements=[commands.c.id])
-        .returning(commands.c.id)
-    )
-
-
-COMMAND_COLUMNS = (
-    "id",
-    "type",
-    "data",
-    "metadata",
-    "executed_at",
-    "last_position",
-    "event_count",
-)
-"""The columns of a command look-up, in :class:`~sa_crablet.CommandRecord`'s order."""
-
-
-@lru_cache(maxsize=1)
-def record_appended_command() -> Insert:
-    """PostgreSQL: record a command from the events this transaction just appended with
-    its id (``last_position`` and ``event_count`` from them), if there are any; sent in the
-    same query string as the append. Parameters as :func:`insert_command` without the
-    outcome. No row back: nothing was appended, or the id was recorded meanwhile."""
-    command_id = bindparam("id", type_=String)
-    appended = (
-        select(
-            command_id,
-            bindparam("type", type_=String),
-            bindparam("data", type_=commands.c.data.type),
-            bindparam("metadata", type_=commands.c.metadata.type),
-            func.max(events.c.position),
-            func.count(),
-        )
-        .where(events.c.command_id == command_id)
-        .having(func.count() > 0)
-    )
-    names = ["id", "type", "data", "metadata", "last_position", "event_count"]
-    return (
-        postgresql_insert(commands)
-        .from_select(names, appended)
-        .on_conflict_do_nothing(index_elements=[commands.c.id])
-        .returning(commands.c.id)
-    )
-
-
-@lru_cache(maxsize=1)
-def select_command() -> Select[Any]:
-    return select(*(commands.c[name] for name in COMMAND_COLUMNS)).where(
-        commands.c.id == bindparam("id")
-    )
-
-
-@lru_cache(maxsize=1)
-def select_command_of_event() -> Select[Any]:
-    return (
-        select(*(commands.c[name] for name in COMMAND_COLUMNS))
-        .join(events, events.c.command_id == commands.c.id)
-        .where(events.c.position == bindparam("position"))
-    )
-
-
-@lru_cache(maxsize=1)
-def select_events_of_command() -> Select[Any]:
-    return (
-        select(*(events.c[name] for name in EVENT_COLUMNS))
-        .where(events.c.command_id == bindparam("id"))
-        .order_by(events.c.position)
-    )
-
-
 __all__ = [
+    "COMMAND_COLUMNS",
     "EVENT_COLUMNS",
     "UNCONDITIONAL",
     "checked_insert_statement",
@@ -630,6 +448,7 @@ __all__ = [
     "POSTGRESQL",
     "SQLITE",
     "TagsContain",
+    "TagsContainAfter",
     "after_clause",
     "conflict_select",
     "insert_command",
