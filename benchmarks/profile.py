@@ -289,21 +289,26 @@ def what_ifs(store: CrabletPg, floor: FloorPg, rounds: int, calls: int) -> dict[
     out: dict[str, Any] = {}
     for scenario, ops in plans.items():
         log(f"  what-if {scenario}")
-        results = timing.interleaved(ops, rounds=rounds, calls=calls, warmup=30)
-        baseline = results["sa_crablet as is"].calls_per_s
-        out[scenario] = [
-            {
-                "variant": name,
-                "ops_per_s": sm.calls_per_s,
-                "p50_ms": sm.percentile_ms(50),
-                "p99_ms": sm.percentile_ms(99),
-                "vs_as_is": sm.calls_per_s / baseline if baseline else None,
-            }
-            for name, sm in results.items()
-        ]
+        out[scenario] = measure_variants(ops, rounds, calls)
     core.close()
     timed.close()
     return out
+
+
+def measure_variants(ops: dict[str, Op], rounds: int, calls: int) -> list[dict[str, Any]]:
+    """The variants measured interleaved, each against "sa_crablet as is"."""
+    results = timing.interleaved(ops, rounds=rounds, calls=calls, warmup=30)
+    baseline = results["sa_crablet as is"].calls_per_s
+    return [
+        {
+            "variant": name,
+            "ops_per_s": sm.calls_per_s,
+            "p50_ms": sm.percentile_ms(50),
+            "p99_ms": sm.percentile_ms(99),
+            "vs_as_is": sm.calls_per_s / baseline if baseline else None,
+        }
+        for name, sm in results.items()
+    ]
 
 
 def sqlite_what_if(rounds: int, calls: int) -> dict[str, Any]:
@@ -332,18 +337,7 @@ def sqlite_what_if(rounds: int, calls: int) -> dict[str, Any]:
             "SQLAlchemy Session + text() (no sa_crablet code)": sa_text,
             "raw sqlite3 floor": pg_suite._appender(floor, EventSource(23)),
         }
-        results = timing.interleaved(ops, rounds=rounds, calls=calls, warmup=30)
-        baseline = results["sa_crablet as is"].calls_per_s
-        out["S1 (SQLite, WAL, synchronous=NORMAL)"] = [
-            {
-                "variant": name,
-                "ops_per_s": sm.calls_per_s,
-                "p50_ms": sm.percentile_ms(50),
-                "p99_ms": sm.percentile_ms(99),
-                "vs_as_is": sm.calls_per_s / baseline if baseline else None,
-            }
-            for name, sm in results.items()
-        ]
+        out["S1 (SQLite, WAL, synchronous=NORMAL)"] = measure_variants(ops, rounds, calls)
         crablet.close()
         floor.close()
     return out
