@@ -44,9 +44,7 @@ class CommandLog:
         the record was written)``: ``False`` means the id was recorded meanwhile and the
         caller must undo. On the direct path the record goes in the append's own query
         string (one round trip less per command)."""
-        record = self._command_params(command)
-        del record["last_position"], record["event_count"]
-        position, recorded = self._append(events, condition, command.id, record)
+        position, recorded = self._append(events, condition, command.id, _about(command))
         if recorded is None:  # not sent with the append: record it now
             recorded = self._record_command(command, position, len(events))
         return position, recorded
@@ -54,27 +52,9 @@ class CommandLog:
     def _record_command(self, command: Command, last_position: int | None, count: int) -> bool:
         """Record an executed command; ``False`` if its id was already recorded (then the
         caller must undo what it appended)."""
-        conn = self.session.connection()
-        params = self._command_params(command, last_position, count)
-        statement = statements.insert_command(conn.dialect.name)
-        try:
-            inserted = Runner.of(conn, self.config).rows(statement, params, True)
-        except DBAPIError as exc:
-            raise (translate(exc) or exc) from exc
-        return bool(inserted)
-
-    @staticmethod
-    def _command_params(
-        command: Command, last_position: int | None = None, count: int = 0
-    ) -> dict[str, Any]:
-        return {
-            "id": command.id,
-            "type": command.type,
-            "data": _checked_json("data", command.data),
-            "metadata": _checked_json("metadata", command.metadata),
-            "last_position": last_position,
-            "event_count": count,
-        }
+        dialect = self.session.connection().dialect.name
+        params = _about(command) | {"last_position": last_position, "event_count": count}
+        return bool(self._log_rows(statements.insert_command(dialect), params))
 
     def command(self, command_id: str) -> CommandRecord | None:
         """The recorded command with this id, if it was executed."""
@@ -87,26 +67,36 @@ class CommandLog:
 
     def events_of_command(self, command_id: str) -> list[SequencedEvent]:
         """The events appended by the command with this id, in order (one indexed query)."""
-        conn = self.session.connection()
-        statement = statements.select_events_of_command()
-        try:
-            rows = Runner.of(conn, self.config).rows(statement, {"id": command_id}, True)
-            return [to_event(row) for row in rows]
-        except DBAPIError as exc:
-            raise (translate(exc) or exc) from exc
+        rows = self._log_rows(statements.select_events_of_command(), {"id": command_id})
+        return [to_event(row) for row in rows]
 
     def _one_command(self, statement: Any, params: dict[str, Any]) -> CommandRecord | None:
-        conn = self.session.connection()
-        try:
-            rows = Runner.of(conn, self.config).rows(statement, params, True)
-        except DBAPIError as exc:
-            raise (translate(exc) or exc) from exc
+        rows = self._log_rows(statement, params)
         if not rows:
             return None
         id_, type_, data, metadata, executed_at, last_position, event_count = rows[0]
         return CommandRecord(
             id_, type_, data, metadata, as_utc(executed_at), last_position, event_count
         )
+
+    def _log_rows(self, statement: Any, params: dict[str, Any]) -> list[Any]:
+        """The rows of one of the log's statements (prepared: their plans do not depend
+        on the values), driver errors translated."""
+        run = Runner.of(self.session.connection(), self.config)
+        try:
+            return run.rows(statement, params, True)
+        except DBAPIError as exc:
+            raise (translate(exc) or exc) from exc
+
+
+def _about(command: Command) -> dict[str, Any]:
+    """A command's own columns, its payloads checked as storable JSON."""
+    return {
+        "id": command.id,
+        "type": command.type,
+        "data": _checked_json("data", command.data),
+        "metadata": _checked_json("metadata", command.metadata),
+    }
 
 
 def _checked_json(field: str, value: Any) -> Any:
