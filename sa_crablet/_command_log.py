@@ -9,12 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from sa_crablet import statements
-from sa_crablet._errors import translate
-from sa_crablet._runner import Runner
+from sa_crablet._runner import Call, Runner
 from sa_crablet._validation import to_json
 from sa_crablet.commands import Command, CommandRecord
 from sa_crablet.config import EventStoreConfig
@@ -83,10 +81,8 @@ class CommandLog:
         """The rows of one of the log's statements (prepared: their plans do not depend
         on the values), driver errors translated."""
         run = Runner.of(self.session.connection(), self.config)
-        try:
-            return run.rows(statement, params, True)
-        except DBAPIError as exc:
-            raise (translate(exc) or exc) from exc
+        with run.translated():
+            return run.rows(Call(statement, params, prepare=True))
 
 
 def _about(command: Command) -> dict[str, Any]:

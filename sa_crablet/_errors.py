@@ -7,6 +7,8 @@ its own.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import DBAPIError
@@ -30,15 +32,39 @@ _PG_CONFLICTS = {
 _PG_SCHEMA = {"42P01"}  # undefined table
 
 
-def translate(exc: DBAPIError, condition: AppendCondition | None = None) -> CrabletError | None:
-    """Our error for a driver error, or ``None`` when it is not one we classify."""
+@contextmanager
+def translated(
+    condition: AppendCondition | None = None, *, busy_is_conflict: Callable[[], bool] | None = None
+) -> Iterator[None]:
+    """Driver errors raised inside become sa_crablet errors (chained to the original);
+    errors we do not classify propagate unchanged. See :func:`translate`."""
+    try:
+        yield
+    except DBAPIError as exc:
+        error = translate(exc, condition, busy_is_conflict=busy_is_conflict)
+        if error is None:
+            raise
+        raise error from exc
+
+
+def translate(
+    exc: DBAPIError,
+    condition: AppendCondition | None = None,
+    *,
+    busy_is_conflict: Callable[[], bool] | None = None,
+) -> CrabletError | None:
+    """Our error for a driver error, or ``None`` when it is not one we classify.
+
+    ``busy_is_conflict`` (SQLite): called for a plain ``SQLITE_BUSY``; true when the write
+    could not have waited for the lock (see :func:`_translate_sqlite`).
+    """
     orig = exc.orig
     sqlstate = getattr(orig, "sqlstate", None)
     if sqlstate is not None:
         return _translate_postgresql(str(sqlstate), condition)
     name = getattr(orig, "sqlite_errorname", None)
     if name is not None:
-        return _translate_sqlite(str(name), str(orig), condition)
+        return _translate_sqlite(str(name), str(orig), condition, busy_is_conflict)
     return None
 
 
@@ -64,11 +90,24 @@ def _translate_postgresql(sqlstate: str, condition: AppendCondition | None) -> C
 
 
 def _translate_sqlite(
-    name: str, message: str, condition: AppendCondition | None
+    name: str,
+    message: str,
+    condition: AppendCondition | None,
+    busy_is_conflict: Callable[[], bool] | None,
 ) -> CrabletError | None:
     if name == "SQLITE_BUSY_SNAPSHOT":
         return ConcurrencyError(
             "another writer committed since this transaction's snapshot; roll back and retry",
+            condition=condition,
+            transaction_usable=False,
+        )
+    # A transaction that has already read holds a snapshot: SQLite will not let it wait for
+    # another writer (the snapshot would be stale by then) and answers SQLITE_BUSY at once.
+    # That is a lost race, not a timeout: only a new transaction can succeed.
+    if name == "SQLITE_BUSY" and busy_is_conflict is not None and busy_is_conflict():
+        return ConcurrencyError(
+            "another writer holds the database and this transaction has already read, so it "
+            "cannot wait for it; roll back and retry",
             condition=condition,
             transaction_usable=False,
         )
