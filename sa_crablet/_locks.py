@@ -1,30 +1,44 @@
-"""Advisory lock keys that make conditional appends race-free on PostgreSQL.
+"""Advisory lock keys that make appends race-free on PostgreSQL.
 
-A conditional append takes an EXCLUSIVE lock on a key for each item of its condition, and a
-SHARED lock on every key its own events could be matched through. Any event that matches a
-condition item carries that item's key among its own keys (an event of type ``t`` with tag
-``g`` locks ``(t, g)``, ``(*, g)``, ``(t, *)`` and ``(*, *)``; an item locks ``(t, g0)`` for
-each of its types and one of its tags), so two conditional appends whose scopes could see
-each other's events always meet on a key: one waits for the other to commit, then checks
-in a fresh statement and sees its events.
+A conditional append (and ``check()``) takes an EXCLUSIVE lock on a key for each item of its
+condition; every append, conditional or not, takes a SHARED lock on every key its own events
+could be matched through. Any event that matches a condition item carries that item's key
+among its own keys (an event of type ``t`` with tag ``g`` locks ``(t, g)``, ``(*, g)``,
+``(t, *)`` and ``(*, *)``; an item locks ``(t, g0)`` for each of its types and one of its
+tags), so an append and a condition whose scope covers its events always meet on a key: the
+later one waits for the earlier one's transaction to end.
 
-Unconditional appends take no lock: whatever they write is either visible to a later
-check, or covered by the reader's snapshot (see ``Head``), so no anomaly needs them to wait.
+Why unconditional appends lock too: without it, an unconditional append can insert an
+in-scope event, stay uncommitted while a conditional append checks (and sees nothing), then
+commit *below* the conditional append's event. Replayed in position order, the decision would
+have been taken on a state it never saw. With the shared lock, the conditional append waits
+for it, then checks on a fresh snapshot and sees the event.
+
+PostgreSQL's lock table is shared by every session (``max_locks_per_transaction`` times the
+number of connections), so one operation never takes more than :data:`MAX_KEYS` keys, and a
+transaction's appends together no more than :data:`MAX_KEYS_PER_TRANSACTION`: beyond either,
+the operation takes the global key ``(*, *)`` exclusively instead. Every append shares that
+key, so holding it exclusively excludes every other append and condition for the rest of the
+transaction, which covers whatever finer keys it would have taken.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
+import weakref
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from sa_crablet.events import Event
 from sa_crablet.query import Query
 
 ANY = "*"
 
-MAX_SHARED_KEYS = 256
-"""Above this many shared keys a batch takes the global key exclusively instead, so a large
-batch cannot exhaust PostgreSQL's lock table (``max_locks_per_transaction``)."""
+MAX_KEYS = 64
+"""Most keys one operation locks before it takes the global key exclusively instead."""
+MAX_KEYS_PER_TRANSACTION = 256
+"""Most keys the appends of one transaction lock together, likewise."""
 
 
 def lock_key(type_: str, tag: str) -> int:
@@ -34,6 +48,23 @@ def lock_key(type_: str, tag: str) -> int:
 
 
 GLOBAL_KEY = lock_key(ANY, ANY)
+
+
+@dataclass(frozen=True, slots=True)
+class LockPlan:
+    """The keys one operation locks, sorted (one global order: no deadlock between two
+    single operations), and for each whether it is taken exclusively."""
+
+    keys: tuple[int, ...]
+    exclusive: tuple[bool, ...]
+
+    @property
+    def escalated(self) -> bool:
+        """Whether this plan holds the global key exclusively (which covers every key)."""
+        return self.keys == (GLOBAL_KEY,) and self.exclusive == (True,)
+
+
+ESCALATED = LockPlan((GLOBAL_KEY,), (True,))
 
 
 def condition_keys(query: Query) -> set[int]:
@@ -58,14 +89,46 @@ def event_keys(events: Iterable[Event]) -> set[int]:
     return keys
 
 
-def plan(query: Query, events: Iterable[Event]) -> tuple[list[int], list[bool]]:
-    """Sorted keys and whether each is exclusive (exclusive wins over shared)."""
-    exclusive = condition_keys(query)
+def plan(query: Query | None, events: Iterable[Event]) -> LockPlan:
+    """The keys for an append of ``events`` under a condition on ``query`` (``None``: an
+    unconditional append; no events: ``check()``). Exclusive wins over shared."""
+    exclusive = condition_keys(query) if query is not None else set()
+    if GLOBAL_KEY in exclusive:
+        return ESCALATED
     shared = event_keys(events)
-    if len(shared) > MAX_SHARED_KEYS:
-        # Every conditional append shares GLOBAL_KEY, so holding it exclusively excludes
-        # them all, which covers every key this batch would otherwise have shared.
-        shared = set()
-        exclusive.add(GLOBAL_KEY)
+    if len(exclusive) + len(shared) > MAX_KEYS:
+        return ESCALATED
     keys = sorted(exclusive | shared)
-    return keys, [key in exclusive for key in keys]
+    return LockPlan(tuple(keys), tuple(key in exclusive for key in keys))
+
+
+class Ledger:
+    """How many keys each open transaction has locked so far, to cap the total.
+
+    Keyed by the transaction object (SQLAlchemy's, one per transaction), held weakly, so an
+    ended transaction's entry goes with it. The count is an upper bound: keys taken twice,
+    or released by a rolled-back savepoint, still count, which can only escalate early.
+    """
+
+    def __init__(self) -> None:
+        self._taken: weakref.WeakKeyDictionary[object, int] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def admit(self, transaction: object | None, wanted: LockPlan) -> LockPlan:
+        """``wanted``, or the escalated plan if the transaction's keys would exceed the cap
+        (or it already holds the global key exclusively, which covers everything)."""
+        if transaction is None:  # the operation's own transaction: nothing accumulates
+            return wanted
+        with self._lock:
+            taken = self._taken.get(transaction, 0)
+            if taken < 0:  # escalated before: the global key covers every later append
+                return ESCALATED
+            total = taken + len(wanted.keys)
+            if wanted.escalated or total > MAX_KEYS_PER_TRANSACTION:
+                self._taken[transaction] = -1
+                return ESCALATED
+            self._taken[transaction] = total
+            return wanted
+
+
+LEDGER = Ledger()

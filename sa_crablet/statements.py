@@ -52,6 +52,7 @@ from sa_crablet._command_statements import (
     select_command_of_event,
     select_events_of_command,
 )
+from sa_crablet._locks import LockPlan
 from sa_crablet.query import Head, Query
 from sa_crablet.schema import TagArray, events
 
@@ -243,16 +244,14 @@ def read_params(query: Query, head: Head | None, limit: int | None, dialect: str
 # -- appends -------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=1)
-def lock_select() -> Select[Any]:
-    """Take transaction-scoped advisory locks, in the order given, and report the isolation
-    level. Parameters: ``keys`` (the sorted keys, comma-separated) and ``exclusive`` (as
-    many ``t`` / ``f``, comma-separated); see :func:`lock_params`.
+def _locks_taken() -> Any:
+    """A scalar subquery that takes the transaction-scoped advisory locks of parameters
+    ``keys`` and ``exclusive`` (see :func:`lock_params`), in the order given, and counts them.
 
     One statement takes them all in ascending key order, so two appends can never wait for
     each other in opposite orders (no deadlock between single appends). The lists travel as
-    text: bound client side (as the store sends this statement), arrays of numbers cost
-    psycopg far more to quote than one string.
+    text: bound client side (as the direct path sends these statements), arrays of numbers
+    cost psycopg far more to quote than one string.
     """
     keys = func.string_to_array(bindparam("keys", type_=String), ",")
     exclusive = func.string_to_array(bindparam("exclusive", type_=String), ",")
@@ -261,7 +260,7 @@ def lock_select() -> Select[Any]:
         .table_valued("k", "x")
         .render_derived(name="lk")
     )
-    taken = select(
+    return select(
         func.count(
             case(
                 (locks.c.x, cast(func.pg_advisory_xact_lock(locks.c.k), String)),
@@ -269,50 +268,23 @@ def lock_select() -> Select[Any]:
             )
         )
     ).scalar_subquery()
-    return select(func.current_setting("transaction_isolation"), taken)
 
 
-def lock_params(keys: list[int], exclusive: list[bool]) -> dict[str, str]:
-    """The parameters of :func:`lock_select` for these keys (sorted) and their modes."""
+@lru_cache(maxsize=1)
+def lock_select() -> Select[Any]:
+    """Take the advisory locks of :func:`lock_params` and report the isolation level. A
+    check that must see what the locks waited for runs in a *later* statement: this one's
+    snapshot was taken before the locks were granted."""
+    return select(func.current_setting("transaction_isolation"), _locks_taken())
+
+
+def lock_params(plan: LockPlan) -> dict[str, str]:
+    """The parameters of :func:`lock_select` (and of an unconditional insert on
+    PostgreSQL) for a lock plan."""
     return {
-        "keys": ",".join(map(str, keys)),
-        "exclusive": ",".join("t" if x else "f" for x in exclusive),
+        "keys": ",".join(map(str, plan.keys)),
+        "exclusive": ",".join("t" if x else "f" for x in plan.exclusive),
     }
-
-
-@lru_cache(maxsize=4)
-def timeouts_set(names: tuple[str, ...]) -> Select[Any]:
-    """Save each named setting in ``sa_crablet.saved_<name>`` and set it to parameter
-    ``<name>``, transaction-locally (``SET LOCAL`` style); left to right, so the saved value
-    is the host's. Sent in the same query string as the operation it covers."""
-    columns: list[Any] = []
-    for name in names:
-        setting, saved = _setting_name(name), _setting_name(f"sa_crablet.saved_{name}")
-        columns.append(func.set_config(saved, func.current_setting(setting), True))
-        columns.append(func.set_config(setting, bindparam(name, type_=String), True))
-    return select(*columns)
-
-
-def _setting_name(name: str) -> Any:
-    """A setting's name as an SQL literal (names are the store's own constants)."""
-    if name.replace("_", "").replace(".", "").isalnum():
-        return literal_column(f"'{name}'")
-    raise ValueError(f"not a setting name: {name!r}")
-
-
-@lru_cache(maxsize=4)
-def timeouts_restore(names: tuple[str, ...]) -> Select[Any]:
-    """Put back the settings :func:`timeouts_set` saved."""
-    return select(
-        *(
-            func.set_config(
-                _setting_name(name),
-                func.current_setting(_setting_name(f"sa_crablet.saved_{name}")),
-                True,
-            )
-            for name in names
-        )
-    )
 
 
 UNCONDITIONAL = "unconditional"
@@ -323,11 +295,28 @@ def insert_statement(dialect: str, query: QueryShape | str, head: HeadShape) -> 
     """Insert a batch, given as one JSON parameter ``batch`` (a list of
     ``[type, tags, data_json, metadata_json]``), in order, unless the condition matches
     (``query`` is :data:`UNCONDITIONAL` for none). Parameter ``command_id`` links the events
-    to the command that produced them (or NULL).
+    to the command that produced them (or NULL). Returns the new positions.
 
-    The check and the insert are one statement: nothing is written when it fails, and the
-    host transaction stays usable. Returns the new positions.
+    With a condition (SQLite), the check and the insert are one statement: nothing is
+    written when it fails, and the host transaction stays usable.
+
+    Unconditional on PostgreSQL, the statement first takes the advisory locks of parameters
+    ``keys`` / ``exclusive`` (:func:`lock_params`, shared keys for the events written): an
+    uncorrelated condition becomes a one-time filter that PostgreSQL evaluates before it
+    produces the first row, so the locks are held before any position is drawn. No check
+    follows, so taking them in the same statement is enough (see :mod:`sa_crablet._locks`).
     """
+    source = _insert_source(dialect)
+    if query != UNCONDITIONAL:
+        assert not isinstance(query, str)
+        source = source.where(~conflict_statement(dialect, query, head).exists())
+    elif dialect == POSTGRESQL:
+        source = source.where(_locks_taken() >= 0)
+    return events.insert().from_select(_INSERTED, source).returning(events.c.position)
+
+
+def _insert_source(dialect: str) -> Select[Any]:
+    """The rows of parameter ``batch``, in order, as the events table's columns."""
     if dialect == POSTGRESQL:
         rows = func.jsonb_array_elements(cast(bindparam("batch", type_=String), JSONB))
         batch = rows.table_valued("value", with_ordinality="n").render_derived(name="b")
@@ -357,11 +346,7 @@ def insert_statement(dialect: str, query: QueryShape | str, head: HeadShape) -> 
             bindparam("command_id", type_=String),
         ]
         order = batch.c.key
-    source = select(*columns).select_from(batch).order_by(order)
-    if query != UNCONDITIONAL:
-        assert not isinstance(query, str)
-        source = source.where(~conflict_statement(dialect, query, head).exists())
-    return events.insert().from_select(_INSERTED, source).returning(events.c.position)
+    return select(*columns).select_from(batch).order_by(order)
 
 
 _INSERTED = ["type", "tags", "data", "metadata", "transaction_id", "recorded_at", "command_id"]
@@ -381,9 +366,7 @@ def checked_insert_statement(query: QueryShape, head: HeadShape) -> CompoundSele
     statement does nothing, and the store checks on a fresh snapshot and runs it again.
     """
     conflict = conflict_statement(POSTGRESQL, query, head).cte("conflict")
-    plain = insert_statement(POSTGRESQL, UNCONDITIONAL, None)
-    source = plain.select
-    assert source is not None
+    source = _insert_source(POSTGRESQL)
     read_committed = func.current_setting("transaction_isolation") == "read committed"
     guarded = source.where(
         ~select(conflict.c.position).exists(),
@@ -456,8 +439,6 @@ __all__ = [
     "insert_events",
     "item_clause",
     "lock_params",
-    "timeouts_restore",
-    "timeouts_set",
     "lock_select",
     "query_clause",
     "read_select",
