@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import QueuePool
 
 from sa_crablet.exceptions import ValidationError
 
@@ -25,14 +25,32 @@ def create_sqlite_engine(
     a writer waits for the write lock before the store raises ``OperationTimeoutError``.
     ``synchronous`` is SQLite's durability setting: ``FULL`` (the default) syncs every
     commit; ``NORMAL`` (with WAL) survives application crashes but may lose the last commits
-    on power loss, and is several times faster. An in-memory database lives in one shared
-    connection.
+    on power loss, and is several times faster.
+
+    An in-memory database lives in one connection, which the engine's pool lends to one
+    session at a time: sessions in other threads wait for it (up to ``busy_timeout``, then
+    SQLAlchemy's ``TimeoutError``), so they never share it at once. A thread that opens a
+    second session while its first one still holds the connection waits the same way:
+    close the first one, or use a file for concurrent work.
     """
     level = str(synchronous).upper()
     if level not in SYNCHRONOUS_LEVELS:
         raise ValidationError("synchronous", synchronous, f"one of {', '.join(SYNCHRONOUS_LEVELS)}")
-    if path == ":memory:":
-        kwargs.setdefault("poolclass", StaticPool)
+    if (
+        isinstance(busy_timeout, bool)
+        or not isinstance(busy_timeout, int | float)
+        or not 0 <= busy_timeout < 2**31 / 1000
+    ):
+        raise ValidationError("busy_timeout", busy_timeout, "a number of seconds >= 0")
+    if path == ":memory:" and "poolclass" not in kwargs:
+        # One connection (the database lives in it), lent to one session at a time. The
+        # connection moves between threads, never used by two at once, hence the thread
+        # check off. StaticPool would hand the same connection to every thread at once,
+        # which sqlite3 does not survive.
+        kwargs["poolclass"] = QueuePool
+        kwargs.setdefault("pool_size", 1)
+        kwargs.setdefault("max_overflow", 0)
+        kwargs.setdefault("pool_timeout", busy_timeout)
     engine = create_engine(
         f"sqlite:///{path}",
         connect_args={"timeout": busy_timeout, "check_same_thread": False},
