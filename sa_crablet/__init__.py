@@ -12,6 +12,7 @@ from sa_crablet.exceptions import (
     SchemaError,
     TooManyAppendsError,
     TooManyProjectionsError,
+    UnsupportedSetupError,
     ValidationError,
 )
 from sa_crablet.executor import CommandExecutor, Handler, RetryPolicy
@@ -67,6 +68,7 @@ __all__ = [
     "StateProjector",
     "TooManyAppendsError",
     "TooManyProjectionsError",
+    "UnsupportedSetupError",
     "ValidationError",
     "__version__",
     "allow_mutation",

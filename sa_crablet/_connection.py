@@ -8,7 +8,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, func, select, text
@@ -82,27 +82,38 @@ def timeout_settings(lock: float | None, stmt: float | None) -> dict[str, str]:
 
 
 @contextmanager
-def pg_timeouts(conn: Connection, lock: float | None, stmt: float | None) -> Iterator[None]:
-    settings = timeout_settings(lock, stmt)
-    # Read the host's values and set ours in one statement (left to right), SET LOCAL style,
-    # then put the host's values back so the rest of its transaction is unaffected.
+def pg_timeouts(conn: Connection, settings: dict[str, str], local: bool = True) -> Iterator[None]:
+    """The ``settings`` (see :func:`timeout_settings`) around the enclosed statements.
+
+    ``local``: ``SET LOCAL`` style, for statements inside a transaction block; outside one
+    (AUTOCOMMIT) each statement is a transaction of its own, so a local value would be gone
+    before the next statement: then the session's value is set, and put back after.
+    """
+    if not settings:
+        yield
+        return
+    # Read the host's values and set ours in one statement (left to right), then put the
+    # host's values back so the rest of its transaction (or session) is unaffected.
     old = conn.execute(
         select(
             *(func.current_setting(name) for name in settings),
-            *(func.set_config(name, value, True) for name, value in settings.items()),
+            *(func.set_config(name, value, local) for name, value in settings.items()),
         )
     ).one()
-    failed = False
+    restore = select(*(func.set_config(n, o, local) for n, o in zip(settings, old, strict=False)))
     try:
         yield
     except DBAPIError:
-        failed = True  # the transaction is aborted; rolling it back restores the settings
+        # In a transaction block the error aborted it, and rolling it back restores the
+        # settings; a session-level value must be put back now, if the connection lives.
+        if not local and not conn.invalidated:
+            with suppress(DBAPIError):
+                conn.execute(restore)
         raise
-    finally:
-        if not failed:
-            conn.execute(
-                select(*(func.set_config(n, o, True) for n, o in zip(settings, old, strict=False)))
-            )
+    except BaseException:  # not the database's error: the transaction is intact
+        conn.execute(restore)
+        raise
+    conn.execute(restore)
 
 
 @contextmanager

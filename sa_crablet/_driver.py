@@ -20,9 +20,8 @@ own ``json_deserializer``.
 
 from __future__ import annotations
 
-import itertools
 import json
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, cast
@@ -35,8 +34,6 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
-
-_cursor_names = itertools.count()
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +120,7 @@ def fetch(
     values = form.bind(params)
     try:
         cursor = _cursor(raw, conn)
-        rows: list[Any] = cursor.execute(form.sql, values, prepare=prepare).fetchall()
+        rows = _all_rows(cursor.execute(form.sql, values, prepare=prepare))
     except raw.Error as exc:
         raise _wrapped(conn, raw, form.sql, values, exc) from exc
     return rows
@@ -147,9 +144,9 @@ def fetch_script(
     try:
         sql = ";\n".join(cursor.mogrify(form.sql, form.bind(params)) for form, params in forms)
         cursor.execute(sql)
-        results = [cursor.fetchall()]
+        results = [_all_rows(cursor)]
         while cursor.nextset():
-            results.append(cursor.fetchall())
+            results.append(_all_rows(cursor))
     except raw.Error as exc:
         if conn.engine.hide_parameters:  # the bound text holds the values: show placeholders
             sql = ";\n".join(form.sql for form, _ in forms)
@@ -159,25 +156,9 @@ def fetch_script(
     return results
 
 
-def stream(
-    raw: Any, conn: Connection, statement: ClauseElement, params: Mapping[str, Any], size: int
-) -> Generator[Any, None, None]:
-    """The rows of ``statement`` through a server-side cursor, ``size`` per round trip;
-    closing the generator closes the cursor."""
-    form = compiled(statement, conn.dialect)
-    values = form.bind(params)
-    cursor = _cursor(raw, conn, f"sa_crablet_{next(_cursor_names)}")
-    try:
-        cursor.execute(form.sql, values)
-        while True:  # whole pages: iterating the cursor itself costs a call per row
-            rows = cursor.fetchmany(size)
-            yield from rows
-            if len(rows) < size:
-                break
-    except raw.Error as exc:
-        raise _wrapped(conn, raw, form.sql, values, exc) from exc
-    finally:
-        cursor.close()
+def _all_rows(cursor: Any) -> list[Any]:
+    """The rows of the cursor's current result; none for a command (``BEGIN``, ``DECLARE``)."""
+    return [] if cursor.description is None else list(cursor.fetchall())
 
 
 def _wrapped(

@@ -70,6 +70,19 @@ class OperationTimeoutError(CrabletError):
         super().__init__(message)
 
 
+class UnsupportedSetupError(CrabletError):
+    """The database connection is set up in a way the store cannot work with safely, so
+    the operation was refused before anything was sent.
+
+    ``setting`` names what is wrong (e.g. ``"client_encoding"``), ``value`` is what it is.
+    """
+
+    def __init__(self, setting: str, value: Any, message: str) -> None:
+        self.setting = setting
+        self.value = value
+        super().__init__(f"{message} ({setting} is {value!r})")
+
+
 class SchemaError(CrabletError):
     """The event store's tables are missing or out of date: run the migrations."""
 

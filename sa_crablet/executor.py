@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from sa_crablet._errors import translate
+from sa_crablet._errors import translated
+from sa_crablet._runner import Runner
 from sa_crablet.commands import Command, CommandResult, as_decision
 from sa_crablet.config import EventStoreConfig
 from sa_crablet.exceptions import ConcurrencyError, ValidationError
@@ -124,10 +124,37 @@ class CommandExecutor:
         self, session: Session, command: Command, handler: Handler, *, attempts: int, host: bool
     ) -> CommandResult:
         store = EventStore(session, self.config)
-        if not host and session.get_bind().dialect.name == "sqlite":
-            # Take SQLite's write lock up front: a transaction that reads first and writes
-            # later would otherwise fail to upgrade when another writer got in between.
-            session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+        run = Runner.of(session.connection(), store.config)
+        # A connection with no transaction open (AUTOCOMMIT) would commit the look-up, the
+        # handler's reads, the append and the record one by one: the command runs in a
+        # transaction of its own instead, which the executor also ends in the host's mode
+        # (there is no host transaction to end it).
+        own = run.own
+        if own or (not host and run.dialect == "sqlite"):
+            # On SQLite the write lock is taken up front: a transaction that reads first and
+            # writes later would otherwise fail to upgrade when another writer got in.
+            run.begin()
+        if not (own and host):
+            return self._decide(session, store, command, handler, attempts=attempts, host=host)
+        try:
+            result = self._decide(session, store, command, handler, attempts=attempts, host=host)
+        except BaseException:
+            run.end(commit=False)
+            raise
+        with translated():
+            run.end(commit=True)
+        return result
+
+    def _decide(
+        self,
+        session: Session,
+        store: EventStore,
+        command: Command,
+        handler: Handler,
+        *,
+        attempts: int,
+        host: bool,
+    ) -> CommandResult:
         done = store.command(command.id)
         if done is not None:
             return CommandResult(command.id, done.last_position, done.event_count, True, attempts)
@@ -184,7 +211,5 @@ def _ensure_sqlite_transaction(session: Session) -> None:
 
 def _commit(session: Session) -> None:
     """Commit, turning a serialization failure raised at COMMIT into ``ConcurrencyError``."""
-    try:
+    with translated():
         session.commit()
-    except DBAPIError as exc:
-        raise (translate(exc) or exc) from exc

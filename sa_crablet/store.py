@@ -1,27 +1,20 @@
-"""The event store bound to a SQLAlchemy Session: the only module that executes SQL."""
+"""The event store bound to a SQLAlchemy Session: its operations, validated, run through a
+:class:`~sa_crablet._runner.Runner` that decides how their statements reach the database."""
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, scoped_session
 
 from sa_crablet import _locks, statements
 from sa_crablet._command_log import CommandLog
-from sa_crablet._connection import (
-    fresh_conflict,
-    pg_timeouts,
-    sqlite_timeouts,
-)
-from sa_crablet._errors import translate
+from sa_crablet._connection import fresh_conflict
 from sa_crablet._limits import limiter
-from sa_crablet._runner import Runner
+from sa_crablet._runner import Call, Runner
 from sa_crablet._validation import to_json
 from sa_crablet.config import EventStoreConfig
 from sa_crablet.events import Event, SequencedEvent
@@ -88,52 +81,24 @@ class EventStore(CommandLog):
         record: dict[str, Any] | None = None,
     ) -> tuple[int, bool | None]:
         """Append; with ``record`` (a command's parameters) also record the command in the
-        same query string where possible, reporting whether it was written (``None``: not
-        attempted, the caller records it itself)."""
+        same unit on PostgreSQL, reporting whether it was written (``None``: not attempted,
+        the caller records it itself)."""
         batch = self._check_batch(events)
         if condition is not None and not isinstance(condition, AppendCondition):
             raise ValidationError("condition", condition, "must be an AppendCondition or None")
         payload = _encode_batch(batch)
-        head = condition.head if condition is not None else None
-        query = condition.fail_if_events_match if condition is not None else None
-
-        conn = self.session.connection()
-        dialect = conn.dialect.name
+        run = Runner.of(self.session.connection(), self.config)
         params: dict[str, Any] = {"batch": payload, "command_id": command_id}
-        shapes: tuple[statements.QueryShape, statements.HeadShape] | None = None
-        check: dict[str, Any] = {}
-        if query is not None:
-            shapes = (statements.query_shape(query), statements.head_shape(head, dialect))
-            check = statements.query_params(query) | statements.head_params(head, dialect)
-            params |= check
-        run = Runner.of(conn, self.config)
-        trailer = [_record_trailer(record)] if run.direct and record is not None else []
-        recorded: bool | None = None
-        try:
-            # On the direct path the timeouts travel in the operation's own query string.
-            with self._appends.slot(), self._timeouts(conn, folded=run.direct):
-                if shapes is None:
-                    statement = statements.insert_statement(dialect, statements.UNCONDITIONAL, None)
-                    if run.direct and (trailer or run.timeouts):
-                        rows, *after = run.script([(statement, params), *trailer])
-                        recorded = bool(after[0]) if trailer else None
-                    else:
-                        rows = run.rows(statement, params, True)
-                    positions = [row[0] for row in rows]
-                elif dialect == statements.POSTGRESQL:
-                    assert condition is not None and query is not None
-                    positions, recorded = self._checked_append(
-                        run, condition, batch, shapes, params, trailer
-                    )
-                else:
-                    # SQLite: one writer at a time, so the check needs no lock.
-                    statement = statements.insert_statement(dialect, *shapes)
-                    positions = [row[0] for row in run.rows(statement, params, False)]
-                    if not positions:
-                        first = statements.conflict_statement(dialect, *shapes)
-                        raise _condition_failed(condition, conn.execute(first, check).scalar())
-        except DBAPIError as exc:
-            raise (translate(exc, condition) or exc) from exc
+        trailer: list[Call] = []
+        if record is not None and run.dialect == statements.POSTGRESQL:
+            trailer.append(Call(statements.record_appended_command(), record))
+        with self._appends.slot(), run.translated(condition):
+            if condition is None:
+                positions, recorded = self._plain_append(run, batch, params, trailer)
+            elif run.dialect == statements.POSTGRESQL:
+                positions, recorded = self._checked_append(run, condition, batch, params, trailer)
+            else:
+                positions, recorded = self._sqlite_checked_append(run, condition, params), None
         last: int = max(positions)
         return last, recorded
 
@@ -143,35 +108,28 @@ class EventStore(CommandLog):
 
         For a decision that appends nothing ("only if nothing changed"): on PostgreSQL the
         condition's locks are taken as for a conditional append and held until the host's
-        transaction ends, so no conflicting conditional append commits in between.
+        transaction ends, so no conflicting append commits in between. (On a connection
+        with no transaction open, AUTOCOMMIT, the check is its own transaction: it holds at
+        the moment it runs.)
         """
         if not isinstance(condition, AppendCondition):
             raise ValidationError("condition", condition, "must be an AppendCondition")
         query, head = condition.fail_if_events_match, condition.head
-        conn = self.session.connection()
-        dialect = conn.dialect.name
+        run = Runner.of(self.session.connection(), self.config)
+        dialect = run.dialect
         shapes = (statements.query_shape(query), statements.head_shape(head, dialect))
         check = statements.query_params(query) | statements.head_params(head, dialect)
-        conflict_check = statements.conflict_statement(dialect, *shapes)
-        run = Runner.of(conn, self.config)
-        try:
-            with self._timeouts(conn, folded=run.direct):
-                if dialect != statements.POSTGRESQL:
-                    conflict = run.rows(conflict_check, check, False)
-                else:
-                    keys, exclusive = _locks.plan(query, [])
-                    lock = (statements.lock_select(), statements.lock_params(keys, exclusive))
-                    if run.direct:
-                        lock_rows, conflict = run.script([lock, (conflict_check, check)])
-                    else:
-                        lock_rows = run.rows(*lock, True)
-                        conflict = run.rows(conflict_check, check, False)
-                    if not conflict and lock_rows[0][0] != "read committed":
-                        # A fixed snapshot cannot see later commits: check a fresh one too.
-                        fresh = fresh_conflict(conn, shapes, check)
-                        conflict = [] if fresh is None else [(fresh,)]
-        except DBAPIError as exc:
-            raise (translate(exc, condition) or exc) from exc
+        conflict_check = Call(statements.conflict_statement(dialect, *shapes), check)
+        with run.translated(condition):
+            if dialect != statements.POSTGRESQL:
+                conflict = run.unit([conflict_check], writes=False)[0]
+            else:
+                lock = Call(statements.lock_select(), self._lock_params(run, query, []))
+                lock_rows, conflict = run.unit([lock, conflict_check])
+                if not conflict and lock_rows[0][0] != "read committed":
+                    # A fixed snapshot cannot see later commits: check a fresh one too.
+                    fresh = fresh_conflict(run.conn, shapes, check)
+                    conflict = [] if fresh is None else [(fresh,)]
         if conflict:
             raise _condition_failed(condition, conflict[0][0])
 
@@ -194,14 +152,45 @@ class EventStore(CommandLog):
                 raise ValidationError("events", event, "append takes Event values")
         return batch
 
+    def _lock_params(self, run: Runner, query: Query | None, batch: list[Event]) -> dict[str, str]:
+        """The advisory locks of an operation, capped per transaction (see
+        :mod:`sa_crablet._locks`); an operation in its own transaction starts afresh."""
+        transaction = None if run.own else run.conn.get_transaction()
+        return statements.lock_params(_locks.LEDGER.admit(transaction, _locks.plan(query, batch)))
+
+    def _plain_append(
+        self, run: Runner, batch: list[Event], params: dict[str, Any], trailer: list[Call]
+    ) -> tuple[list[int], bool | None]:
+        """An unconditional append: one statement (on PostgreSQL it takes shared locks on
+        its events' keys first, see :func:`statements.insert_statement`)."""
+        if run.dialect == statements.POSTGRESQL:
+            params |= self._lock_params(run, None, batch)
+        statement = statements.insert_statement(run.dialect, statements.UNCONDITIONAL, None)
+        rows, *after = run.unit([Call(statement, params, prepare=True), *trailer])
+        return [row[0] for row in rows], bool(after[0]) if trailer else None
+
+    def _sqlite_checked_append(
+        self, run: Runner, condition: AppendCondition, params: dict[str, Any]
+    ) -> list[int]:
+        """SQLite: one writer at a time, so the check needs no lock; check and insert are
+        one statement, and a second one finds the conflict to report."""
+        query, head = condition.fail_if_events_match, condition.head
+        shapes = (statements.query_shape(query), statements.head_shape(head, run.dialect))
+        check = statements.query_params(query) | statements.head_params(head, run.dialect)
+        statement = statements.insert_statement(run.dialect, *shapes)
+        positions = [row[0] for row in run.unit([Call(statement, params | check)])[0]]
+        if not positions:
+            first = run.rows(Call(statements.conflict_statement(run.dialect, *shapes), check))
+            raise _condition_failed(condition, first[0][0] if first else None)
+        return positions
+
     def _checked_append(
         self,
         run: Runner,
         condition: AppendCondition,
         batch: list[Event],
-        shapes: tuple[statements.QueryShape, statements.HeadShape],
         params: dict[str, Any],
-        trailer: list[tuple[Any, dict[str, Any]]],
+        trailer: list[Call],
     ) -> tuple[list[int], bool | None]:
         """PostgreSQL's conditional append: take the advisory locks, then check and insert
         in one new statement; return the positions (and whether the ``trailer``, a command
@@ -209,37 +198,32 @@ class EventStore(CommandLog):
 
         Why the locks: under READ COMMITTED, "check, then insert" lets two appenders with
         the same condition both see nothing and both commit. Exclusive locks on the
-        condition's keys (shared on the keys of the events written) serialize exactly the
-        appends whose scopes overlap; the check is a later statement (or, at a fixed-snapshot
-        isolation level, also a fresh connection), so it runs after the wait and sees what
-        the other appender committed. The locks are held until the host's transaction ends.
-        The insert is planned for its values every time: a generic plan cannot tell that
-        the check usually finds nothing.
+        condition's keys (shared on the keys of the events written, which every append
+        takes) serialize exactly the appends whose scopes overlap; the check is a later
+        statement (or, at a fixed-snapshot isolation level, also a fresh connection), so it
+        runs after the wait and sees what the other appender committed. The locks are held
+        until the host's transaction ends. The insert is planned for its values every
+        time: a generic plan cannot tell that the check usually finds nothing.
         """
-        keys, exclusive = _locks.plan(condition.fail_if_events_match, batch)
-        lock = (statements.lock_select(), statements.lock_params(keys, exclusive))
+        query, head = condition.fail_if_events_match, condition.head
+        shapes = (statements.query_shape(query), statements.head_shape(head, run.dialect))
+        check = statements.query_params(query) | statements.head_params(head, run.dialect)
+        lock = Call(statements.lock_select(), self._lock_params(run, query, batch))
         checked = statements.checked_insert_statement(*shapes)
-        if run.direct:
-            # Lock and insert in one round trip. The insert does nothing outside READ
-            # COMMITTED (its isolation guard), since the fresh check must come first there.
-            guarded = (checked, params | {"isolation_checked": False})
-            lock_rows, rows, *after = run.script([lock, guarded, *trailer])
-            isolation: str = lock_rows[0][0]
-            if isolation == "read committed":
-                return _inserted(condition, rows), bool(after[0]) if trailer else None
-        else:
-            isolation = run.rows(*lock, True)[0][0]
-        if isolation != "read committed":
+        # Lock and insert in one unit (one round trip on the direct path). The insert does
+        # nothing outside READ COMMITTED (its isolation guard): the fresh check comes first.
+        guarded = Call(checked, params | check | {"isolation_checked": False})
+        lock_rows, rows, *after = run.unit([lock, guarded, *trailer])
+        if lock_rows[0][0] != "read committed":
             # A fixed snapshot (REPEATABLE READ, SERIALIZABLE) cannot see what others
             # committed after it: check on a fresh snapshot as well. The in-statement check
             # still sees this transaction's own events.
-            check = {k: v for k, v in params.items() if k not in ("batch", "command_id")}
             conflict = fresh_conflict(run.conn, shapes, check)
             if conflict is not None:
                 raise _condition_failed(condition, conflict)
-        with self._timeouts(run.conn) if run.direct else nullcontext():
-            rows = run.rows(checked, params | {"isolation_checked": True}, False)
-        return _inserted(condition, rows), None
+            insert = Call(checked, params | check | {"isolation_checked": True})
+            rows, *after = run.unit([insert, *trailer])
+        return _inserted(condition, rows), bool(after[0]) if trailer else None
 
     # -- reads -----------------------------------------------------------------------------------
 
@@ -277,8 +261,8 @@ class EventStore(CommandLog):
         after the last event delivered. The head keeps the first page's snapshot: later
         pages can only add events it treats as unseen (a conservative head, never a gap).
         """
-        conn = self.session.connection()
-        dialect = conn.dialect.name
+        run = Runner.of(self.session.connection(), self.config)
+        dialect = run.dialect
         shapes = (statements.query_shape(query), statements.head_shape(head, dialect))
         page = self.config.fetch_size
         paged = limit is None or limit > page
@@ -287,41 +271,33 @@ class EventStore(CommandLog):
         snapshot: Snapshot | None = None
         count = 0
         edge: int | None = None  # last position (forwards) / first position (backwards)
-        run = Runner.of(conn, self.config)
-        folded = run.direct and bool(run.timeouts)
-        try:
-            with self._timeouts(conn, folded=folded):
-                statement = statements.read_statement(dialect, *shapes, backwards, True)
-                # Planned for its values: a LIMITed GIN read needs them to pick its index.
-                if folded:  # the timeouts in the read's own query string
-                    rows = run.script([(statement, params)])[0]
-                else:
-                    rows = run.rows(statement, params, False)
-                if dialect == statements.POSTGRESQL:
-                    snapshot = Snapshot.parse(rows[0][0], rows[0][1])
-                    rows = [row[2:] for row in rows if row[2] is not None]
-                more = paged and len(rows) > page
-                rest = (
-                    self._rest(run, shapes, params, backwards, limit, rows[page - 1], folded)
-                    if more
-                    else iter(())
-                )
-                try:
-                    for values in itertools.chain(rows[:page] if more else rows, rest):
-                        event = to_event(values)
-                        position = event.position
-                        if edge is not None and (position < edge) != backwards:
-                            raise CrabletError("a read returned events out of position order")
-                        count += 1
-                        if edge is None or not backwards:
-                            edge = position
-                        yield event
-                finally:
-                    close = getattr(rest, "close", None)
-                    if close is not None:
-                        close()  # releases the server-side cursor of an early stop
-        except DBAPIError as exc:
-            raise (translate(exc) or exc) from exc
+        with run.translated():
+            statement = statements.read_statement(dialect, *shapes, backwards, True)
+            # Planned for its values: a LIMITed GIN read needs them to pick its index.
+            rows = run.unit([Call(statement, params)], writes=False)[0]
+            if dialect == statements.POSTGRESQL:
+                snapshot = Snapshot.parse(rows[0][0], rows[0][1])
+                rows = [row[2:] for row in rows if row[2] is not None]
+            more = paged and len(rows) > page
+            rest = (
+                self._rest(run, shapes, params, backwards, limit, rows[page - 1])
+                if more
+                else iter(())
+            )
+            try:
+                for values in itertools.chain(rows[:page] if more else rows, rest):
+                    event = to_event(values)
+                    position = event.position
+                    if edge is not None and (position < edge) != backwards:
+                        raise CrabletError("a read returned events out of position order")
+                    count += 1
+                    if edge is None or not backwards:
+                        edge = position
+                    yield event
+            finally:
+                close = getattr(rest, "close", None)
+                if close is not None:
+                    close()  # releases the server-side cursor of an early stop
         # In order, the highest position is the last one forwards, the first one backwards:
         # exactly ``edge``.
         highest = 0 if edge is None else edge
@@ -335,20 +311,18 @@ class EventStore(CommandLog):
         backwards: bool,
         limit: int | None,
         last: Any,
-        timeouts: bool,
     ) -> Iterator[Any]:
-        """The events after the first page, streamed through a server-side cursor (with
-        the configured ``timeouts`` around it when the first page carried them itself)."""
+        """The events after the first page, streamed through a server-side cursor."""
         page = self.config.fetch_size
         rest = dict(params, resume=last[0])
         if limit is None:
             rest.pop("limit", None)
         else:
             rest["limit"] = limit - page
-        dialect = run.conn.dialect.name
-        statement = statements.read_statement(dialect, *shapes, backwards, limit is not None, True)
-        with self._timeouts(run.conn) if timeouts else nullcontext():
-            yield from run.stream(statement, rest, page)
+        statement = statements.read_statement(
+            run.dialect, *shapes, backwards, limit is not None, True
+        )
+        yield from run.stream(statement, rest, page)
 
     # -- decision models -------------------------------------------------------------------------
 
@@ -399,18 +373,6 @@ class EventStore(CommandLog):
             project_events(checked, query, result, states, every), self._projections
         )
 
-    # -- configuration that applies per operation -------------------------------------------------
-
-    def _timeouts(self, conn: Connection, folded: bool = False) -> AbstractContextManager[None]:
-        """The configured timeouts around an operation (``folded``: its statements carry
-        them themselves, see :meth:`Runner.script`)."""
-        cfg = self.config
-        if folded or (cfg.lock_timeout is None and cfg.statement_timeout is None):
-            return nullcontext()
-        if conn.dialect.name == statements.POSTGRESQL:
-            return pg_timeouts(conn, cfg.lock_timeout, cfg.statement_timeout)
-        return sqlite_timeouts(conn, cfg.lock_timeout, cfg.statement_timeout)
-
 
 def _condition_failed(condition: AppendCondition | None, position: int | None) -> ConcurrencyError:
     assert condition is not None
@@ -420,10 +382,6 @@ def _condition_failed(condition: AppendCondition | None, position: int | None) -
         position=position,
         transaction_usable=True,
     )
-
-
-def _record_trailer(record: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    return statements.record_appended_command(), record
 
 
 def _inserted(condition: AppendCondition, rows: list[Any]) -> list[int]:

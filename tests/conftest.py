@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 import sa_crablet
 from sa_crablet import EventStore, create_sqlite_engine
+from tests.hosts import HOSTS
 
 URL_VARIABLE = "SA_CRABLET_TEST_DATABASE_URL"
 REQUIRE_VARIABLE = "SA_CRABLET_REQUIRE_POSTGRES"
@@ -112,6 +113,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if not (name == "sqlite" and "postgresql_only" in marks)
         and not (name == "postgresql" and "sqlite_only" in marks)
     ]
+    if "host" in metafunc.fixturenames:  # each way a host holds its connection, per backend
+        hosts = [host for host in HOSTS if host.backend in backends]
+        metafunc.parametrize(
+            ("backend", "host"),
+            [(host.backend, host) for host in hosts],
+            indirect=["backend"],
+            ids=[f"{host.backend}-{host.name}" for host in hosts],
+        )
+        return
     metafunc.parametrize("backend", backends, indirect=True)
 
 

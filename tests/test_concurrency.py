@@ -65,7 +65,7 @@ def test_the_race_test_detects_a_missing_lock(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Control: without the advisory locks, check-then-insert lets several racers win."""
-    monkeypatch.setattr(_locks, "plan", lambda query, batch: ([], []))
+    monkeypatch.setattr(_locks, "plan", lambda query, batch: _locks.LockPlan((), ()))
     winners = [race_round(engine, f"unlocked:{r}").count("won") for r in range(ROUNDS)]
     assert max(winners) > 1, winners
 
@@ -244,13 +244,13 @@ def test_unrelated_boundaries_do_not_queue(engine: Engine) -> None:
             EventStore(other, quick).append(
                 Event("Claimed", ["boundary:b"]), AppendCondition(Query.of(tags=["boundary:b"]))
             )
-            EventStore(other, quick).append(Event("Free", ["boundary:a"]))  # unconditional
+            EventStore(other, quick).append(Event("Free", ["boundary:c"]))  # unconditional
             other.commit()
-        with Session(engine) as same, pytest.raises(OperationTimeoutError) as error:
-            EventStore(same, quick).append(
-                Event("Claimed", ["boundary:a"]), AppendCondition(Query.of(tags=["boundary:a"]))
-            )
-        assert error.value.setting == "lock_timeout"
+        for condition in (AppendCondition(Query.of(tags=["boundary:a"])), None):
+            # In the held boundary, conditional or not, an append waits for the holder.
+            with Session(engine) as same, pytest.raises(OperationTimeoutError) as error:
+                EventStore(same, quick).append(Event("Claimed", ["boundary:a"]), condition)
+            assert error.value.setting == "lock_timeout"
     finally:
         holder.commit()
         holder.close()

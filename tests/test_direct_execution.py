@@ -26,7 +26,7 @@ from sa_crablet import (
     _driver,
     counter,
 )
-from sa_crablet import store as store_module
+from sa_crablet import _runner as runner_module
 from tests.conftest import clean_postgres
 
 pytestmark = pytest.mark.postgresql_only
@@ -39,15 +39,11 @@ CORE = EventStoreConfig(direct_execution=False)
 def driver_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The SQL of every statement the store ran on the direct path."""
     calls: list[str] = []
-    fetch, stream, script = _driver.fetch, _driver.stream, _driver.fetch_script
+    fetch, script = _driver.fetch, _driver.fetch_script
 
     def counting_fetch(raw: Any, conn: Any, statement: Any, *args: Any) -> Any:
         calls.append(_driver.compiled(statement, conn.dialect).sql)
         return fetch(raw, conn, statement, *args)
-
-    def counting_stream(raw: Any, conn: Any, statement: Any, *args: Any) -> Any:
-        calls.append("server-side cursor: " + _driver.compiled(statement, conn.dialect).sql)
-        return stream(raw, conn, statement, *args)
 
     def counting_script(raw: Any, conn: Any, batch: Any) -> Any:
         calls.extend(_driver.compiled(statement, conn.dialect).sql for statement, _ in batch)
@@ -55,7 +51,6 @@ def driver_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(_driver, "fetch", counting_fetch)
     monkeypatch.setattr(_driver, "fetch_script", counting_script)
-    monkeypatch.setattr(_driver, "stream", counting_stream)
     return calls
 
 
@@ -98,7 +93,8 @@ def test_direct_and_core_paths_agree(engine: Engine, driver_calls: list[str]) ->
     direct = scenario(engine, DIRECT)
     assert any("INSERT INTO sa_crablet_events" in sql for sql in driver_calls)
     assert any("pg_advisory_xact_lock" in sql for sql in driver_calls)
-    assert any(sql.startswith("server-side cursor") for sql in driver_calls)
+    assert any(sql.startswith("DECLARE sa_crablet_cursor_0") for sql in driver_calls)
+    assert any(sql.startswith("FETCH FORWARD 3") for sql in driver_calls)
 
     clean_postgres(engine)
     driver_calls.clear()
@@ -269,10 +265,10 @@ def test_timeouts_travel_in_the_operations_own_query_string(
     """On the direct path, configured timeouts cost appends, checks and reads no statement
     of their own: they are set and put back inside the operation's query string."""
 
-    def no_separate_statements(*args: Any) -> Any:
+    def no_separate_statements(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("timeouts sent in statements of their own")
 
-    monkeypatch.setattr(store_module, "pg_timeouts", no_separate_statements)
+    monkeypatch.setattr(runner_module, "pg_timeouts", no_separate_statements)
     config = EventStoreConfig(lock_timeout=1, statement_timeout=5)
     with Session(engine) as session, session.begin():
         store = EventStore(session, config)
