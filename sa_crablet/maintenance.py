@@ -13,9 +13,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Boolean, Connection, Text, cast, column, event, func, select, table
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, scoped_session
 
-from sa_crablet.exceptions import MutationNotAllowedError
+from sa_crablet.exceptions import MutationNotAllowedError, ValidationError
 from sa_crablet.schema import (
     ALLOW_MUTATION_SETTING,
     COMMANDS_TABLE,
@@ -35,7 +35,7 @@ _pg_class = table(
 
 
 @contextmanager
-def allow_mutation(session: Session) -> Iterator[None]:
+def allow_mutation(session: Session | scoped_session[Session]) -> Iterator[None]:
     """Let the session's current transaction UPDATE and DELETE (on PostgreSQL also TRUNCATE)
     rows of the events and commands tables, until the block ends.
 
@@ -53,7 +53,13 @@ def allow_mutation(session: Session) -> Iterator[None]:
     SQLite (no roles: whoever can write the file can change it): the guard triggers are
     dropped inside the transaction and recreated before it commits (also when the session
     commits inside the block), so other connections never see them missing.
+
+    Blocks do not nest: the end of an inner block ends the lift.
     """
+    if isinstance(session, scoped_session):  # e.g. Flask-SQLAlchemy's db.session
+        session = session()
+    if not isinstance(session, Session):
+        raise ValidationError("session", session, "allow_mutation needs a SQLAlchemy Session")
     conn = session.connection()
     if conn.dialect.name == "postgresql":
         with _lifted_on_postgresql(conn):

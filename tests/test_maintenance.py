@@ -18,13 +18,14 @@ import psycopg
 import pytest
 from sqlalchemy import Engine, create_engine, delete, event, func, insert, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 import sa_crablet
 from sa_crablet import (
     AppendOnlyError,
     Event,
     EventStore,
+    ValidationError,
     allow_mutation,
     create_sqlite_engine,
 )
@@ -181,6 +182,27 @@ def test_sqlite_commit_after_the_block(sqlite_engine: Engine, sqlite_kind: str) 
         session.commit()
     assert stored(sqlite_engine) == ([(3, "C")], ["c3"])
     assert_guarded(sqlite_engine)
+
+
+@pytest.mark.parametrize("sqlite_kind", ["default"], indirect=True)
+def test_sqlite_scoped_session(sqlite_engine: Engine) -> None:
+    """A ``scoped_session`` (Flask-SQLAlchemy's ``db.session``) is its current Session: the
+    guard goes back before a commit inside the block there too."""
+    scoped = scoped_session(sessionmaker(sqlite_engine))
+    try:
+        with allow_mutation(scoped):
+            mutate(scoped())
+            scoped.commit()
+    finally:
+        scoped.remove()
+    assert stored(sqlite_engine) == MUTATED
+    assert_guarded(sqlite_engine)
+
+
+def test_allow_mutation_needs_a_session() -> None:
+    with pytest.raises(ValidationError) as error, allow_mutation(object()):  # type: ignore[arg-type]
+        pass
+    assert error.value.field == "session"
 
 
 # -- PostgreSQL ------------------------------------------------------------------------------------
