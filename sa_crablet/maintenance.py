@@ -92,9 +92,10 @@ def _lifted_on_postgresql(conn: Connection) -> Iterator[None]:
     try:
         yield
     finally:
-        # Only while the block's transaction is still open and healthy: after an error the
-        # transaction is aborted (and its rollback clears the setting anyway), and a clean-up
-        # statement there would replace the block's own error with InFailedSqlTransaction.
+        # Only while the block's transaction is still open and healthy. After a database
+        # error it is aborted (its rollback clears the setting anyway) and a statement there
+        # would replace the block's own error with InFailedSqlTransaction; after a commit or
+        # rollback inside the block the lift has ended with its transaction.
         if not conn.closed and _pg_status(conn) == _PG_IN_TRANSACTION:
             conn.execute(select(func.set_config(ALLOW_MUTATION_SETTING, "", True)))
 

@@ -440,8 +440,11 @@ def test_alembic_command_line_from_the_repository(fresh_url: str) -> None:
     if fresh_url.startswith("postgresql"):
         assert f"CREATE INDEX {IX_EVENTS_TAGS} ON {EVENTS_TABLE} USING gin (tags)" in script
         assert "EXECUTE FUNCTION sa_crablet_refuse_mutation()" in script
+        assert f"BEFORE TRUNCATE ON {COMMANDS_TABLE}" in script
+        assert "pg_has_role(current_user" in script  # 0004's owner-only function
     else:
         assert "AUTOINCREMENT" in script and IX_EVENTS_TAGS not in script
+        assert f"BEFORE DELETE ON {COMMANDS_TABLE}" in script
 
 
 # -- 4. the migrations ship in the wheel ----------------------------------------------------------
