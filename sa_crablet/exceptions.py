@@ -88,7 +88,23 @@ class SchemaError(CrabletError):
 
 
 class AppendOnlyError(CrabletError):
-    """Stored events are immutable: the database refused an UPDATE, DELETE or TRUNCATE."""
+    """Stored events and commands are immutable: the database refused an UPDATE, DELETE or
+    TRUNCATE."""
+
+
+class MutationNotAllowedError(AppendOnlyError):
+    """``allow_mutation()`` refused to lift the append-only guard, before changing anything:
+    the current role ``role`` does not have the privileges of the owner of ``tables`` (the
+    store's tables it would lift the guard on). On PostgreSQL only the owner, a member of the
+    owning role or a superuser can lift it; connect as that role for maintenance."""
+
+    def __init__(self, role: str, tables: tuple[str, ...]) -> None:
+        self.role = role
+        self.tables = tables
+        super().__init__(
+            f"role {role!r} may not lift the append-only guard of {', '.join(tables)}: "
+            "only the owner of the tables can (run maintenance as that role)"
+        )
 
 
 class ReadNotFinishedError(CrabletError):

@@ -56,8 +56,10 @@ honour by itself: see :func:`sa_crablet.migrate.autogenerate_filter`."""
 APPEND_ONLY_SQLSTATE = "CR001"
 """SQLSTATE raised by the PostgreSQL trigger that refuses UPDATE, DELETE and TRUNCATE."""
 ALLOW_MUTATION_SETTING = "sa_crablet.allow_mutation"
-"""PostgreSQL setting that lifts the append-only guard for the current transaction:
-``SET LOCAL sa_crablet.allow_mutation = 'on'`` (maintenance only)."""
+"""PostgreSQL setting that, for the owner of the tables only, lifts the append-only guard. It
+must hold the current transaction's id (``pg_current_xact_id()``), so a value left behind by a
+session-level ``SET`` lifts nothing for a later transaction. Set it through
+:func:`sa_crablet.allow_mutation` (maintenance only)."""
 
 
 class Xid8(UserDefinedType[int]):
@@ -169,7 +171,7 @@ PG_TRANSACTION_DEFAULT = (
     f"ALTER TABLE {EVENTS_TABLE} ALTER COLUMN transaction_id SET DEFAULT pg_current_xact_id()"
 )
 
-PG_GUARD_FUNCTION = f"""
+PG_GUARD_FUNCTION_0001 = f"""
 CREATE OR REPLACE FUNCTION {TABLE_PREFIX}refuse_mutation() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -184,26 +186,85 @@ BEGIN
 END;
 $$
 """
-PG_GUARD_TRIGGERS = (
-    f"CREATE TRIGGER {TABLE_PREFIX}events_append_only BEFORE UPDATE OR DELETE ON {EVENTS_TABLE} "
-    f"FOR EACH ROW EXECUTE FUNCTION {TABLE_PREFIX}refuse_mutation()",
-    f"CREATE TRIGGER {TABLE_PREFIX}events_no_truncate BEFORE TRUNCATE ON {EVENTS_TABLE} "
-    f"FOR EACH STATEMENT EXECUTE FUNCTION {TABLE_PREFIX}refuse_mutation()",
-)
+"""The guard function as revision ``0001_events`` created it (any role could lift it with the
+setting); ``0004_append_only_guard`` replaces it with :data:`PG_GUARD_FUNCTION`, and that
+revision's downgrade puts this one back."""
+
+# A change goes through only for a role with the privileges of the table's owner (the owner,
+# a member of the owning role, a superuser), who could disable or drop the trigger anyway: so
+# UPDATE, DELETE or TRUNCATE granted to any other role never reaches a stored row. And only
+# in the transaction the setting names: a session-level SET left on a pooled connection
+# lifts nothing for the next transaction.
+PG_GUARD_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION {TABLE_PREFIX}refuse_mutation() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('{ALLOW_MUTATION_SETTING}', true) = pg_current_xact_id()::text
+        AND pg_has_role(current_user,
+            (SELECT c.relowner FROM pg_catalog.pg_class AS c WHERE c.oid = TG_RELID), 'USAGE')
+    THEN
+        IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION USING
+        MESSAGE = TG_TABLE_NAME || ' is append-only: ' || TG_OP || ' refused',
+        ERRCODE = '{APPEND_ONLY_SQLSTATE}',
+        HINT = 'maintenance: sa_crablet.allow_mutation(session), as the owner of the table';
+END;
+$$
+"""
+
+
+def _pg_guard_triggers(table: str) -> tuple[str, ...]:
+    return (
+        f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
+        f"FOR EACH ROW EXECUTE FUNCTION {TABLE_PREFIX}refuse_mutation()",
+        f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
+        f"FOR EACH STATEMENT EXECUTE FUNCTION {TABLE_PREFIX}refuse_mutation()",
+    )
+
+
+def _pg_drop_guard_triggers(table: str) -> tuple[str, ...]:
+    return (
+        f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}",
+        f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}",
+    )
+
+
+def _sqlite_guard_triggers(
+    table: str, noun: str, *, if_not_exists: bool = False
+) -> tuple[str, ...]:
+    create = "CREATE TRIGGER IF NOT EXISTS" if if_not_exists else "CREATE TRIGGER"
+    return tuple(
+        f"{create} {table}_no_{op.lower()} BEFORE {op} ON {table} "
+        f"BEGIN SELECT RAISE(ABORT, 'sa_crablet {noun} are append-only: {op} refused'); END"
+        for op in ("UPDATE", "DELETE")
+    )
+
+
+def _sqlite_drop_guard_triggers(table: str) -> tuple[str, ...]:
+    return tuple(f"DROP TRIGGER IF EXISTS {table}_no_{op}" for op in ("update", "delete"))
+
+
+PG_GUARD_TRIGGERS = _pg_guard_triggers(EVENTS_TABLE)
 PG_DROP_GUARD = (
-    f"DROP TRIGGER IF EXISTS {TABLE_PREFIX}events_no_truncate ON {EVENTS_TABLE}",
-    f"DROP TRIGGER IF EXISTS {TABLE_PREFIX}events_append_only ON {EVENTS_TABLE}",
+    *_pg_drop_guard_triggers(EVENTS_TABLE),
     f"DROP FUNCTION IF EXISTS {TABLE_PREFIX}refuse_mutation()",
 )
+PG_COMMANDS_GUARD_TRIGGERS = _pg_guard_triggers(COMMANDS_TABLE)
+PG_DROP_COMMANDS_GUARD = _pg_drop_guard_triggers(COMMANDS_TABLE)
 
-SQLITE_GUARD_TRIGGERS = tuple(
-    f"CREATE TRIGGER {TABLE_PREFIX}events_no_{op.lower()} BEFORE {op} ON {EVENTS_TABLE} "
-    f"BEGIN SELECT RAISE(ABORT, 'sa_crablet events are append-only: {op} refused'); END"
-    for op in ("UPDATE", "DELETE")
+SQLITE_GUARD_TRIGGERS = _sqlite_guard_triggers(EVENTS_TABLE, "events")
+SQLITE_DROP_GUARD = _sqlite_drop_guard_triggers(EVENTS_TABLE)
+SQLITE_COMMANDS_GUARD_TRIGGERS = _sqlite_guard_triggers(COMMANDS_TABLE, "commands")
+SQLITE_DROP_COMMANDS_GUARD = _sqlite_drop_guard_triggers(COMMANDS_TABLE)
+SQLITE_DROP_ALL_GUARD = (*SQLITE_DROP_GUARD, *SQLITE_DROP_COMMANDS_GUARD)
+"""Both tables' guard triggers on SQLite, which ``allow_mutation()`` drops ..."""
+SQLITE_RESTORE_ALL_GUARD = (
+    *_sqlite_guard_triggers(EVENTS_TABLE, "events", if_not_exists=True),
+    *_sqlite_guard_triggers(COMMANDS_TABLE, "commands", if_not_exists=True),
 )
-SQLITE_DROP_GUARD = tuple(
-    f"DROP TRIGGER IF EXISTS {TABLE_PREFIX}events_no_{op.lower()}" for op in ("UPDATE", "DELETE")
-)
+"""... and recreates (unless a rollback already brought them back)."""
 
 
 PG_COMMANDS_TRANSACTION_DEFAULT = (
@@ -212,7 +273,14 @@ PG_COMMANDS_TRANSACTION_DEFAULT = (
 
 
 def postgresql_extra_ddl() -> tuple[str, ...]:
-    return (PG_TRANSACTION_DEFAULT, PG_GUARD_FUNCTION, *PG_GUARD_TRIGGERS)
+    """The raw PostgreSQL DDL of revision ``0001_events``: the guard function in its first
+    form (:data:`PG_GUARD_FUNCTION_0001`) and the events table's triggers."""
+    return (PG_TRANSACTION_DEFAULT, PG_GUARD_FUNCTION_0001, *PG_GUARD_TRIGGERS)
+
+
+PG_GUARD_0004 = (PG_GUARD_FUNCTION, *PG_COMMANDS_GUARD_TRIGGERS)
+"""What revision ``0004_append_only_guard`` adds on PostgreSQL: the owner-only guard
+function (replacing the first one) and the commands table's triggers."""
 
 
 # SQLite has no GIN: a side table indexes (tag, position), kept in step by triggers, so tag
@@ -251,20 +319,23 @@ def sqlite_extra_ddl() -> tuple[str, ...]:
     return (*SQLITE_GUARD_TRIGGERS, *SQLITE_TAG_INDEX)
 
 
-for _statement in postgresql_extra_ddl():
-    event.listen(
-        events,
-        "after_create",
-        DDL(_statement).execute_if(dialect="postgresql"),  # type: ignore[no-untyped-call]
-    )
-for _statement in sqlite_extra_ddl():
-    event.listen(
-        events,
-        "after_create",
-        DDL(_statement).execute_if(dialect="sqlite"),  # type: ignore[no-untyped-call]
-    )
-event.listen(
-    commands,
-    "after_create",
-    DDL(PG_COMMANDS_TRANSACTION_DEFAULT).execute_if(dialect="postgresql"),  # type: ignore[no-untyped-call]
-)
+# metadata.create_all() builds what the revisions build up to head. Each table's DDL creates
+# the guard function (CREATE OR REPLACE), so either table can also be created on its own.
+_AFTER_CREATE: dict[Table, dict[str, tuple[str, ...]]] = {
+    events: {
+        "postgresql": (PG_TRANSACTION_DEFAULT, PG_GUARD_FUNCTION, *PG_GUARD_TRIGGERS),
+        "sqlite": sqlite_extra_ddl(),
+    },
+    commands: {
+        "postgresql": (PG_COMMANDS_TRANSACTION_DEFAULT, *PG_GUARD_0004),
+        "sqlite": SQLITE_COMMANDS_GUARD_TRIGGERS,
+    },
+}
+for _table, _by_dialect in _AFTER_CREATE.items():
+    for _dialect, _statements in _by_dialect.items():
+        for _statement in _statements:
+            event.listen(
+                _table,
+                "after_create",
+                DDL(_statement).execute_if(dialect=_dialect),  # type: ignore[no-untyped-call]
+            )

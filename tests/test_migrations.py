@@ -30,9 +30,12 @@ from sqlalchemy import (
     MetaData,
     create_engine,
     delete,
+    func,
+    insert,
     inspect,
     make_url,
     pool,
+    select,
     text,
     update,
 )
@@ -51,20 +54,37 @@ from sa_crablet.schema import (
     IX_EVENTS_TAGS,
     IX_EVENTS_TRANSACTION,
     IX_EVENTS_TYPE,
+    PG_GUARD_FUNCTION,
+    PG_GUARD_FUNCTION_0001,
     VERSION_TABLE,
 )
 
+events = sa_crablet.events
+commands = sa_crablet.commands_table
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ALEMBIC = str(Path(sys.executable).parent / "alembic")
-HEAD = "0003_sqlite_tag_index"
-PG_TRIGGERS = {"sa_crablet_events_append_only", "sa_crablet_events_no_truncate"}
-SQLITE_TRIGGERS = {"sa_crablet_events_no_update", "sa_crablet_events_no_delete"}
+HEAD = "0004_append_only_guard"
+PG_EVENTS_TRIGGERS = {"sa_crablet_events_append_only", "sa_crablet_events_no_truncate"}
+PG_TRIGGERS = PG_EVENTS_TRIGGERS | {
+    "sa_crablet_commands_append_only",
+    "sa_crablet_commands_no_truncate",
+}
+SQLITE_EVENTS_TRIGGERS = {"sa_crablet_events_no_update", "sa_crablet_events_no_delete"}
+SQLITE_TRIGGERS = SQLITE_EVENTS_TRIGGERS | {
+    "sa_crablet_commands_no_update",
+    "sa_crablet_commands_no_delete",
+}
 SQLITE_TAG_TRIGGERS = {
     "sa_crablet_events_tags_insert",
     "sa_crablet_events_tags_delete",
     "sa_crablet_events_tags_update",
 }
 GUARD_FUNCTION = "sa_crablet_refuse_mutation"
+GUARD_FUNCTION_0001 = f"{GUARD_FUNCTION} (as of 0001)"
+GUARD_BODIES = {
+    PG_GUARD_FUNCTION.split("$$")[1]: GUARD_FUNCTION,
+    PG_GUARD_FUNCTION_0001.split("$$")[1]: GUARD_FUNCTION_0001,
+}
 SUBPROCESS_TIMEOUT = 120
 
 
@@ -136,15 +156,17 @@ def schema_differences(conn: Connection, target: MetaData | None = None) -> list
 
 
 def guard_objects(conn: Connection) -> set[str]:
-    """The append-only triggers (and on PostgreSQL the trigger function) present."""
+    """The append-only triggers present (on SQLite, the tag index's too) and on PostgreSQL
+    the trigger function, named by the version of its body (or "unknown")."""
     if conn.dialect.name == "postgresql":
         triggers = conn.execute(
             text("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")
         ).scalars()
-        functions = conn.execute(
-            text("SELECT proname FROM pg_proc WHERE proname = :name"), {"name": GUARD_FUNCTION}
+        bodies = conn.execute(
+            text("SELECT prosrc FROM pg_proc WHERE proname = :name"), {"name": GUARD_FUNCTION}
         ).scalars()
-        return {str(t) for t in triggers} | {str(f) for f in functions}
+        functions = {GUARD_BODIES.get(str(body), f"{GUARD_FUNCTION} (unknown)") for body in bodies}
+        return {str(t) for t in triggers} | functions
     rows = conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'trigger'")).scalars()
     return {str(r) for r in rows}
 
@@ -153,6 +175,13 @@ def expected_guard(dialect: str) -> set[str]:
     if dialect == "postgresql":
         return PG_TRIGGERS | {GUARD_FUNCTION}
     return SQLITE_TRIGGERS | SQLITE_TAG_TRIGGERS
+
+
+def guard_before_0004(dialect: str) -> set[str]:
+    """Revision 0003's guard: the events table's triggers, the first form of the function."""
+    if dialect == "postgresql":
+        return PG_EVENTS_TRIGGERS | {GUARD_FUNCTION_0001}
+    return SQLITE_EVENTS_TRIGGERS | SQLITE_TAG_TRIGGERS
 
 
 def run(args: Sequence[str], *, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -183,15 +212,21 @@ def clean_environment(**extra: str) -> dict[str, str]:
 
 
 def check_append_only(engine: Engine) -> None:
-    """UPDATE and DELETE (and TRUNCATE on PostgreSQL) are refused, except under
-    ``allow_mutation``, and the guard is back afterwards."""
+    """UPDATE and DELETE (and TRUNCATE on PostgreSQL) of events and commands are refused,
+    except under ``allow_mutation``, and the guard is back afterwards."""
     with Session(engine) as session:
         EventStore(session).append([Event("A", ["t:1"]), Event("B", ["t:2"]), Event("C")])
+        for number in (1, 2, 3):
+            session.execute(insert(commands).values(id=f"c{number}", type="T", event_count=0))
         session.commit()
-    events = sa_crablet.events
-    refused: list[Any] = [update(events).values(type="X"), delete(events)]
+    refused: list[Any] = [
+        update(events).values(type="X"),
+        delete(events),
+        update(commands).values(type="X"),
+        delete(commands).where(commands.c.id == "c1"),
+    ]
     if engine.dialect.name == "postgresql":
-        refused.append(text(f"TRUNCATE {EVENTS_TABLE}"))
+        refused += [text(f"TRUNCATE {EVENTS_TABLE}"), text(f"TRUNCATE {COMMANDS_TABLE}")]
     for statement in refused:
         with Session(engine) as session:
             with pytest.raises(DBAPIError) as info:
@@ -202,19 +237,25 @@ def check_append_only(engine: Engine) -> None:
         with sa_crablet.allow_mutation(session):
             session.execute(update(events).where(events.c.position == 1).values(type="X"))
             session.execute(delete(events).where(events.c.position == 2))
+            session.execute(update(commands).where(commands.c.id == "c1").values(type="X"))
+            session.execute(delete(commands).where(commands.c.id == "c2"))
         session.commit()
     with engine.connect() as conn:
-        rows = conn.execute(text(f"SELECT position, type FROM {EVENTS_TABLE} ORDER BY position"))
+        rows = conn.execute(select(events.c.position, events.c.type).order_by(events.c.position))
         assert [tuple(r) for r in rows] == [(1, "X"), (3, "C")]
-    with Session(engine) as session, pytest.raises(DBAPIError):
-        session.execute(delete(events))  # the guard is back after allow_mutation
+        rows = conn.execute(select(commands.c.id, commands.c.type).order_by(commands.c.id))
+        assert [tuple(r) for r in rows] == [("c1", "X"), ("c3", "T")]
+    for table in (events, commands):
+        with Session(engine) as session, pytest.raises(DBAPIError):
+            session.execute(delete(table))  # the guard is back after allow_mutation
     if engine.dialect.name == "postgresql":
         with Session(engine) as session:
             with sa_crablet.allow_mutation(session):
-                session.execute(text(f"TRUNCATE {EVENTS_TABLE}"))
+                session.execute(text(f"TRUNCATE {EVENTS_TABLE}, {COMMANDS_TABLE}"))
             session.commit()
         with engine.connect() as conn:
-            assert conn.execute(text(f"SELECT count(*) FROM {EVENTS_TABLE}")).scalar_one() == 0
+            for table in (events, commands):
+                assert conn.execute(select(func.count()).select_from(table)).scalar_one() == 0
 
 
 def check_design(conn: Connection) -> None:
@@ -332,6 +373,46 @@ def test_downgrade_to_base_removes_everything_and_upgrade_restores_it(fresh_url:
         check_append_only(engine)
 
 
+def test_append_only_guard_revision_downgrades_and_upgrades_with_data(fresh_url: str) -> None:
+    """0004 guards the commands table (and on PostgreSQL makes the guard owner-only) on a
+    database that already holds events and commands; its downgrade gives back exactly 0003's
+    guard, rows untouched, and upgrading again restores head's."""
+    before = "0003_sqlite_tag_index"
+    with engine_for(fresh_url) as engine:
+        sa_crablet.upgrade(engine, before)
+        with engine.connect() as conn:
+            assert guard_objects(conn) == guard_before_0004(conn.dialect.name)
+        with Session(engine) as session:
+            EventStore(session).append([Event("A", ["t:1"]), Event("B")])
+            session.execute(insert(commands).values(id="kept", type="T", event_count=0))
+            session.commit()
+
+        sa_crablet.upgrade(engine)
+        with engine.connect() as conn:
+            assert versions(conn, VERSION_TABLE) == [HEAD]
+            assert guard_objects(conn) == expected_guard(conn.dialect.name)
+            assert schema_differences(conn) == []
+        with Session(engine) as session, pytest.raises(DBAPIError) as info:
+            session.execute(delete(commands))
+        assert isinstance(translate(info.value), AppendOnlyError), info.value
+
+        sa_crablet.downgrade(engine, before)
+        with engine.connect() as conn:
+            assert versions(conn, VERSION_TABLE) == [before]
+            assert guard_objects(conn) == guard_before_0004(conn.dialect.name)
+            assert conn.execute(select(func.count()).select_from(events)).scalar_one() == 2
+            assert conn.execute(select(commands.c.id)).scalars().all() == ["kept"]
+
+        sa_crablet.upgrade(engine)
+        with engine.connect() as conn:
+            assert guard_objects(conn) == expected_guard(conn.dialect.name)
+            assert schema_differences(conn) == []
+        for table in (events, commands):
+            with Session(engine) as session, pytest.raises(DBAPIError) as info:
+                session.execute(delete(table))
+            assert isinstance(translate(info.value), AppendOnlyError), info.value
+
+
 # -- 3. the repository's alembic.ini --------------------------------------------------------------
 
 
@@ -359,8 +440,11 @@ def test_alembic_command_line_from_the_repository(fresh_url: str) -> None:
     if fresh_url.startswith("postgresql"):
         assert f"CREATE INDEX {IX_EVENTS_TAGS} ON {EVENTS_TABLE} USING gin (tags)" in script
         assert "EXECUTE FUNCTION sa_crablet_refuse_mutation()" in script
+        assert f"BEFORE TRUNCATE ON {COMMANDS_TABLE}" in script
+        assert "pg_has_role(current_user" in script  # 0004's owner-only function
     else:
         assert "AUTOINCREMENT" in script and IX_EVENTS_TAGS not in script
+        assert f"BEFORE DELETE ON {COMMANDS_TABLE}" in script
 
 
 # -- 4. the migrations ship in the wheel ----------------------------------------------------------
