@@ -30,6 +30,7 @@ _PG_CONFLICTS = {
     "40P01": "deadlock detected",
 }
 _PG_SCHEMA = {"42P01"}  # undefined table
+_APPEND_ONLY = "the event store's tables are append-only: UPDATE, DELETE and TRUNCATE are refused"
 
 
 @contextmanager
@@ -80,7 +81,7 @@ def _translate_postgresql(sqlstate: str, condition: AppendCondition | None) -> C
     if sqlstate == "57014":
         return OperationTimeoutError("statement_timeout", "statement_timeout expired")
     if sqlstate == APPEND_ONLY_SQLSTATE:
-        return AppendOnlyError("stored events are append-only")
+        return AppendOnlyError(_APPEND_ONLY)
     if sqlstate in _PG_SCHEMA:
         return SchemaError(
             "the sa_crablet schema is missing or out of date: run its migrations "
@@ -116,7 +117,7 @@ def _translate_sqlite(
     if name == "SQLITE_INTERRUPT":
         return OperationTimeoutError("statement_timeout", "statement_timeout expired")
     if name == "SQLITE_CONSTRAINT_TRIGGER":
-        return AppendOnlyError("stored events are append-only")
+        return AppendOnlyError(_APPEND_ONLY)
     if name == "SQLITE_ERROR" and message.startswith("no such table: " + EVENTS_TABLE):
         return SchemaError(
             "the sa_crablet schema is missing: run sa_crablet.upgrade(engine) "
