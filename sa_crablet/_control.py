@@ -13,11 +13,14 @@ from sqlalchemy import (
     TextClause,
     TextualSelect,
     bindparam,
+    column,
     func,
     literal_column,
     select,
+    table,
     text,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -88,6 +91,14 @@ def fetch_events(name: str, count: int) -> TextualSelect:
 @lru_cache(maxsize=64)
 def close_cursor(name: str) -> TextClause:
     return text(f"CLOSE {name}")
+
+
+@lru_cache(maxsize=1)
+def existing_cursors() -> Select[Any]:
+    """Which of parameter ``names`` are cursors open on this connection."""
+    cursors = table("pg_cursors", column("name"), schema="pg_catalog")
+    wanted = bindparam("names", type_=ARRAY(String))
+    return select(cursors.c.name).where(cursors.c.name == func.any(wanted))
 
 
 # -- per-operation timeouts ----------------------------------------------------------------------

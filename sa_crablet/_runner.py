@@ -206,7 +206,9 @@ class Runner:
         if self.dialect != POSTGRESQL:
             yield from self._sqlite_stream(statement, params, size)
             return
-        cursors: set[str] = self.conn.info.setdefault(_CURSORS_KEY, set())
+        cursors: dict[str, bool] = self.conn.info.setdefault(_CURSORS_KEY, {})
+        if any(cursors.values()):
+            self._close_left_over(cursors)
         index = 0
         while _control.cursor_name(index) in cursors:
             index += 1
@@ -214,7 +216,7 @@ class Runner:
         # Outside a transaction block the cursor must outlive its DECLARE's own transaction.
         hold = self.own
         self.unit([Call(_control.declare_cursor(name, statement, hold), params)], writes=False)
-        cursors.add(name)
+        cursors[name] = False
         dbapi = self.conn.connection.dbapi_connection
         transaction = self.conn.get_transaction()
         fetch = Call(_control.fetch_events(name, size))
@@ -225,9 +227,26 @@ class Runner:
                 if len(rows) < size:
                     break
         finally:
-            cursors.discard(name)
             if self._cursor_alive(dbapi, None if hold else transaction):
                 self.rows(Call(_control.close_cursor(name)))
+                del cursors[name]
+            elif hold and not self.conn.invalidated:
+                # A held cursor outlives its session's hold on this connection (returned
+                # to the pool, say): the next read on the connection closes it.
+                cursors[name] = True
+            else:
+                del cursors[name]  # it died with its transaction or its connection
+
+    def _close_left_over(self, cursors: dict[str, bool]) -> None:
+        """Close the held cursors of reads that were dropped after their session let go of
+        this connection. Only those that still exist: a failing ``CLOSE`` would abort the
+        host's transaction."""
+        left = [name for name, leftover in cursors.items() if leftover]
+        existing = self.rows(Call(_control.existing_cursors(), {"names": left}))
+        for (name,) in existing:
+            self.rows(Call(_control.close_cursor(name)))
+        for name in left:
+            del cursors[name]
 
     def _cursor_alive(self, dbapi: Any, transaction: Any) -> bool:
         """Whether a cursor declared on ``dbapi`` (in ``transaction``, unless it holds) can

@@ -5,6 +5,7 @@ SQLite a transaction the application begins itself. One test body per guarantee,
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 
@@ -208,3 +209,29 @@ def test_commands_run_once_and_all_or_nothing(engine: Engine, host: Host) -> Non
     assert stored == [("Charged", {"id": "c1"})] + [
         ("Charged", {"id": f"race-{r}"}) for r in range(3)
     ]
+
+
+def test_a_read_left_open_across_the_transactions_end_closes_cleanly(
+    engine: Engine, host: Host
+) -> None:
+    """A long read that the host leaves unfinished while it commits, or drops without
+    closing, never sends its cursor's clean-up into the host's next transaction."""
+    with host.engine(engine) as bind:
+        with host.session(bind) as session:
+            host.store(session).append([Event("E", ["open"]) for _ in range(5)])
+            session.commit()
+        with host.session(bind) as session:
+            store = host.store(session, fetch_size=1)
+            result = store.read(Query.of(tags=["open"]))
+            assert [next(result).position for _ in range(2)] == [1, 2]
+            session.commit()  # the read's cursor ends with the transaction (or holds)
+            result.close()
+            dropped = store.read(Query.of(tags=["open"]))
+            assert next(dropped).position == 1
+            assert next(dropped).position == 2
+            del dropped  # never closed: the generator's finalizer closes it
+            gc.collect()
+            store.append(Event("After", ["open"]))  # the session works on
+            assert len(list(store.read(Query.of(tags=["open"])))) == 6
+            session.commit()
+    assert count_events(engine) == 6
