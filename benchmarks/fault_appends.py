@@ -2,6 +2,7 @@
 
 * ``lock-wait``: a conditional append waiting for the advisory lock another transaction
   holds on its boundary; the holder then commits normally.
+* ``lock-holder``: the transaction holding that lock; the waiter then goes on and commits.
 * ``mid-batch``: a batch of ``max_batch_size`` events killed while its INSERT is under way
   (the backend has written, the statement is still active); when the statement finished
   first, the kill lands with the batch written and uncommitted (``before-commit``).
@@ -59,6 +60,44 @@ def kill_waiting_for_lock(target: Target, ledger: Ledger) -> None:
         holder.commit()
     ledger.outcome(held, "acknowledged")
     recover(target, ledger, "a kill during a lock wait")
+
+
+def kill_lock_holder(target: Target, ledger: Ledger) -> None:
+    """The other way round: kill the transaction holding the boundary's lock. The waiter
+    goes on, its check finds nothing (the holder's events died with it) and it commits."""
+    tag = boundary("holder")
+    condition = AppendCondition(Query.of(tags=[tag]), None)
+    held, held_events = marked_batch("Held", [tag], 3)
+    waited, waited_events = marked_batch("Waited", [tag], 3)
+    pid: Mailbox[int] = Mailbox()
+
+    def victim() -> object:
+        with Session(target.engine) as session:
+            pid.put(backend_pid(session))
+            target.store(session).append(waited_events, condition)
+            session.commit()
+        return None
+
+    with Session(target.engine) as holder:
+        holder_pid = backend_pid(holder)
+        target.store(holder).append(held_events, condition)
+        waiting = Background(victim)
+        target.backends.wait_until(pid.get(), waiting_for_advisory_lock)
+        target.backends.terminate(holder_pid)
+        ledger.fault("lock-holder")
+        try:
+            waiting.join()
+            ledger.outcome(waited, "acknowledged")
+        except Exception as exc:
+            ledger.error(exc)
+            ledger.problem(f"the waiter failed after the lock holder was killed: {exc!r}")
+        try:
+            holder.commit()
+            ledger.problem("a transaction whose backend was killed committed")
+        except Exception as exc:  # its backend was gone before COMMIT was sent
+            ledger.outcome(held, "failed")
+            ledger.error(exc)
+    recover(target, ledger, "a kill of a lock holder")
 
 
 def kill_mid_batch(target: Target, ledger: Ledger, *, conditional: bool) -> None:

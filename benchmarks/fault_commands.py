@@ -4,10 +4,10 @@
   own), before the handler reads (``read``) or after it decided (``decide``). The error
   reaches the host; nothing of the command is recorded; the host's transaction is lost
   with it (the connection died) and the command succeeds when executed again.
-* ``handler-managed``: inside the handler's first run, with a ``sessionmaker`` or an
-  ``Engine`` as the executor's bind. The executor may retry or fail clearly; either way
-  the command is recorded at most once, its events all or none, and executing the same
-  id again gives one outcome.
+* ``handler-managed``: once the handler decided, on its first run, with a
+  ``sessionmaker`` or an ``Engine`` as the executor's bind. The executor may retry or fail
+  clearly; either way the command is recorded at most once, its events all or none, and
+  executing the same id again gives one outcome.
 * ``command-record``: the command's events inserted, its record waiting behind another
   execution of the same id that has not committed; the other one then commits and is the
   only one recorded.
@@ -49,18 +49,27 @@ from sa_crablet import (
 Handler = Callable[[EventStore, Command], Decision]
 
 
-def deciding(tag: str, events: list[Event], before: Callable[[EventStore], None]) -> Handler:
-    """A handler that reads its boundary and decides ``events`` on it, calling ``before``
-    first on its first run only."""
+def deciding(
+    tag: str,
+    events: list[Event],
+    *,
+    before: Callable[[EventStore], None] | None = None,
+    after: Callable[[EventStore], None] | None = None,
+) -> Handler:
+    """A handler that reads its boundary and decides ``events`` on it; on its first run
+    only, ``before`` is called before it reads and ``after`` once it has decided."""
     runs: list[int] = []
 
     def handler(store: EventStore, command: Command) -> Decision:
-        if not runs:
-            before(store)
+        first = not runs
         runs.append(1)
+        if first and before is not None:
+            before(store)
         query = Query.of(tags=[tag])
         result = store.read(query)
         list(result)
+        if first and after is not None:
+            after(store)
         return Decision(events, AppendCondition(query, result.head))
 
     return handler
@@ -99,11 +108,9 @@ def kill_in_handler_host(target: Target, ledger: Ledger, *, point: str) -> None:
         target.backends.terminate(backend_pid(store.session))
         ledger.fault("handler-host")
 
-    def kill_after_read(store: EventStore) -> None:
-        list(store.read(Query.of(tags=[tag])))
-        kill(store)
-
-    handler = deciding(tag, events, kill if point == "read" else kill_after_read)
+    handler = (
+        deciding(tag, events, before=kill) if point == "read" else deciding(tag, events, after=kill)
+    )
     with Session(target.engine) as session:
         target.store(session).append(own_events)  # the host's own earlier work
         try:
@@ -129,12 +136,11 @@ def kill_in_handler_managed(target: Target, ledger: Ledger, *, bind: str) -> Non
     batch, events = marked_batch("Decided", [tag], 3)
     command = Command("Fault", {"batch": batch}, id=uuid.uuid4().hex)
 
-    def kill_after_read(store: EventStore) -> None:
-        list(store.read(Query.of(tags=[tag])))
+    def kill(store: EventStore) -> None:
         target.backends.terminate(backend_pid(store.session))
         ledger.fault("handler-managed")
 
-    handler = deciding(tag, events, kill_after_read)
+    handler = deciding(tag, events, after=kill)
     factory: sessionmaker[Session] | Engine = (
         sessionmaker(target.engine) if bind == "sessionmaker" else target.engine
     )
@@ -170,7 +176,7 @@ def kill_while_recording(target: Target, ledger: Ledger) -> None:
             lambda _store, _command: Decision(first_events),
         )
         executor = CommandExecutor(sessionmaker(target.engine), config=target.config)
-        handler = deciding(tag, second_events, report)
+        handler = deciding(tag, second_events, before=report)
         waiting = Background(
             lambda: executor.execute(Command("Fault", {"n": 2}, id=command_id), handler)
         )
@@ -192,7 +198,7 @@ def kill_command_at_commit(target: Target, ledger: Ledger) -> None:
     def report(store: EventStore) -> None:
         pid.put(backend_pid(store.session))
 
-    handler = deciding(tag, events, report)
+    handler = deciding(tag, events, before=report)
     executor = CommandExecutor(target.commit_waiting, config=target.config)
     running = Background(lambda: executor.execute(command, handler))
     target.backends.terminate_when(pid.get(), committing)

@@ -29,7 +29,12 @@ from functools import partial
 from sqlalchemy import create_engine
 
 import sa_crablet
-from benchmarks.fault_appends import kill_at_commit, kill_mid_batch, kill_waiting_for_lock
+from benchmarks.fault_appends import (
+    kill_at_commit,
+    kill_lock_holder,
+    kill_mid_batch,
+    kill_waiting_for_lock,
+)
 from benchmarks.fault_commands import (
     kill_command_at_commit,
     kill_in_handler_host,
@@ -55,6 +60,7 @@ Kill = Callable[[Target, Ledger], None]
 
 KILLS: dict[str, Kill] = {
     "lock-wait": kill_waiting_for_lock,
+    "lock-holder": kill_lock_holder,
     "mid-batch": partial(kill_mid_batch, conditional=False),
     "mid-batch-conditional": partial(kill_mid_batch, conditional=True),
     "commit": kill_at_commit,

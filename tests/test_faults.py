@@ -30,6 +30,7 @@ pytestmark = pytest.mark.postgresql_only
 
 INJECTED = {
     "lock-wait": ("lock-wait", 1),
+    "lock-holder": ("lock-holder", 1),
     "mid-batch": ("mid-batch", 1),
     "mid-batch-conditional": ("mid-batch", 1),
     "commit": ("commit", 1),
