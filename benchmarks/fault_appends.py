@@ -37,57 +37,53 @@ BIG_PAD = 2000
 """Characters of filler per event of the big batch: enough to make its INSERT last."""
 
 
-def kill_waiting_for_lock(target: Target, ledger: Ledger) -> None:
-    tag = boundary("lock")
-    condition = AppendCondition(Query.of(tags=[tag]), None)
-    held, held_events = marked_batch("Held", [tag], 3)
-    waited, waited_events = marked_batch("Waited", [tag], 3)
-    pid: Mailbox[int] = Mailbox()
+class _LockContest:
+    """Two conditional appends on one fresh boundary: the holder's, appended (so holding
+    the boundary's lock) in ``holder``, and the waiter's, started in a thread of its own
+    and waiting for that lock when the contest is entered."""
 
-    def victim() -> object:
-        with Session(target.engine) as session:
+    def __init__(self, target: Target, holder: Session) -> None:
+        tag = boundary("lock")
+        self.condition = AppendCondition(Query.of(tags=[tag]), None)
+        self.held, held_events = marked_batch("Held", [tag], 3)
+        self.waited, self.waited_events = marked_batch("Waited", [tag], 3)
+        self.target = target
+        self.holder_pid = backend_pid(holder)
+        target.store(holder).append(held_events, self.condition)
+        pid: Mailbox[int] = Mailbox()
+        self.waiter = Background(lambda: self._wait(pid))
+        self.waiter_pid = pid.get()
+        target.backends.wait_until(self.waiter_pid, waiting_for_advisory_lock)
+
+    def _wait(self, pid: Mailbox[int]) -> object:
+        with Session(self.target.engine) as session:
             pid.put(backend_pid(session))
-            target.store(session).append(waited_events, condition)
+            self.target.store(session).append(self.waited_events, self.condition)
             session.commit()
         return None
 
+
+def kill_waiting_for_lock(target: Target, ledger: Ledger) -> None:
     with Session(target.engine) as holder:
-        target.store(holder).append(held_events, condition)  # holds the boundary's lock
-        waiting = Background(victim)
-        target.backends.terminate_when(pid.get(), waiting_for_advisory_lock)
+        contest = _LockContest(target, holder)
+        target.backends.terminate(contest.waiter_pid)
         ledger.fault("lock-wait")
-        expect_killed(waiting, ledger, waited, "failed")
+        expect_killed(contest.waiter, ledger, contest.waited, "failed")
         holder.commit()
-    ledger.outcome(held, "acknowledged")
+    ledger.outcome(contest.held, "acknowledged")
     recover(target, ledger, "a kill during a lock wait")
 
 
 def kill_lock_holder(target: Target, ledger: Ledger) -> None:
     """The other way round: kill the transaction holding the boundary's lock. The waiter
     goes on, its check finds nothing (the holder's events died with it) and it commits."""
-    tag = boundary("holder")
-    condition = AppendCondition(Query.of(tags=[tag]), None)
-    held, held_events = marked_batch("Held", [tag], 3)
-    waited, waited_events = marked_batch("Waited", [tag], 3)
-    pid: Mailbox[int] = Mailbox()
-
-    def victim() -> object:
-        with Session(target.engine) as session:
-            pid.put(backend_pid(session))
-            target.store(session).append(waited_events, condition)
-            session.commit()
-        return None
-
     with Session(target.engine) as holder:
-        holder_pid = backend_pid(holder)
-        target.store(holder).append(held_events, condition)
-        waiting = Background(victim)
-        target.backends.wait_until(pid.get(), waiting_for_advisory_lock)
-        target.backends.terminate(holder_pid)
+        contest = _LockContest(target, holder)
+        target.backends.terminate(contest.holder_pid)
         ledger.fault("lock-holder")
         try:
-            waiting.join()
-            ledger.outcome(waited, "acknowledged")
+            contest.waiter.join()
+            ledger.outcome(contest.waited, "acknowledged")
         except Exception as exc:
             ledger.error(exc)
             ledger.problem(f"the waiter failed after the lock holder was killed: {exc!r}")
@@ -95,7 +91,7 @@ def kill_lock_holder(target: Target, ledger: Ledger) -> None:
             holder.commit()
             ledger.problem("a transaction whose backend was killed committed")
         except Exception as exc:  # its backend was gone before COMMIT was sent
-            ledger.outcome(held, "failed")
+            ledger.outcome(contest.held, "failed")
             ledger.error(exc)
     recover(target, ledger, "a kill of a lock holder")
 
