@@ -29,7 +29,9 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-BIN_DIR = Path("/usr/lib/postgresql/15/bin")
+BIN_VARIABLE = "SA_CRABLET_PG_BIN"
+BIN_DIR = Path(os.environ.get(BIN_VARIABLE, "/usr/lib/postgresql/15/bin"))
+"""Where ``initdb`` and ``pg_ctl`` are (another directory through ``SA_CRABLET_PG_BIN``)."""
 OS_USER = "postgres"
 ABSENT_STANDBY = "sa_crablet_absent_standby"
 
