@@ -169,6 +169,7 @@ def _wrapped(
     kind of error whichever path ran; a broken connection is invalidated, as Core does."""
     broken = bool(getattr(raw, "broken", False) or getattr(raw, "closed", False))
     if broken:
+        invalidate_pool(conn, exc)
         conn.invalidate(exc)
     return DBAPIError.instance(
         sql,
@@ -179,3 +180,12 @@ def _wrapped(
         connection_invalidated=broken,
         dialect=conn.dialect,
     )
+
+
+def invalidate_pool(conn: Connection, exc: BaseException) -> None:
+    """Mark every connection of the pool made before now as stale, as Core does when it
+    sees a disconnect: a broken connection usually means the server restarted or failed
+    over, and then every idle pooled connection is dead too. Without it each of them would
+    fail one unit of work. SQLAlchemy has no public call for this: ``Pool._invalidate`` is
+    the one Core makes (``tests/test_direct_execution.py`` fails if it changes)."""
+    conn.engine.pool._invalidate(conn.connection, exc, _checkin=False)

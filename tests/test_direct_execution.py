@@ -4,6 +4,7 @@ broken connection invalidated."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from decimal import Decimal
@@ -14,6 +15,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import Pool
 
 from sa_crablet import (
     AppendCondition,
@@ -299,3 +301,10 @@ def test_hidden_parameters_stay_hidden_on_the_direct_path(engine: Engine) -> Non
         hiding.dispose()
     assert "4111-SECRET" not in str(info.value)
     assert "INSERT INTO sa_crablet_events" in str(info.value)
+
+
+def test_the_pool_invalidation_the_direct_path_relies_on_exists() -> None:
+    """The direct path marks the whole pool stale on a disconnect through SQLAlchemy's
+    ``Pool._invalidate`` (no public call does it): fail loudly if that changes."""
+    parameters = list(inspect.signature(Pool._invalidate).parameters)
+    assert parameters[:4] == ["self", "connection", "exception", "_checkin"]

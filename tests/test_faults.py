@@ -48,13 +48,6 @@ INJECTED = {
 }
 """For each kill: the kind of fault it counts, and how many it must have injected."""
 
-KNOWN_DEFECTS = {
-    ("direct", "early-stop-in-cursor"): (
-        "closing a streamed read whose connection died raises the raw psycopg error of "
-        "closing its server-side cursor (Core logs and swallows it)"
-    ),
-}
-
 
 @pytest.fixture(scope="session")
 def fault_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
@@ -89,10 +82,7 @@ def assert_clean(target: Target, ledger: Ledger) -> None:
 
 
 @pytest.mark.parametrize("kill", list(KILLS))
-def test_kill(target: Target, kill: str, request: pytest.FixtureRequest) -> None:
-    defect = KNOWN_DEFECTS.get((target.path, kill))
-    if defect is not None:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=defect))
+def test_kill(target: Target, kill: str) -> None:
     ledger = Ledger()
     run_kills(target, ledger, [kill])
     assert_clean(target, ledger)
@@ -119,8 +109,7 @@ def test_an_unanswered_commit_did_commit(target: Target) -> None:
 def test_restart_under_load(
     fault_cluster: Cluster, fault_databases: dict[str, str], path: str
 ) -> None:
-    # The direct path needs pre-ping to recover every pooled connection (see below).
-    target = Target.open(fault_databases[path], path, pre_ping=path == "direct")
+    target = Target.open(fault_databases[path], path)
     ledger = Ledger()
     try:
         report = restart_under_load(fault_cluster, target, ledger, workers=3, seconds=2.5)
@@ -139,21 +128,10 @@ def test_idle_pool_after_restart(
     fault_cluster: Cluster,
     fault_databases: dict[str, str],
     path: str,
-    request: pytest.FixtureRequest,
 ) -> None:
     """Without pre-ping, the first unit of work after a restart meets a dead connection;
     its error invalidates the whole pool, so the next ones succeed. With pre-ping, none
     fails."""
-    if path == "direct":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason=(
-                    "the direct path invalidates the dead connection only, not the pool: every "
-                    "stale pooled connection fails one unit of work"
-                ),
-            )
-        )
     url, config = fault_databases[path], PATHS[path]
     idle, pinged = warm_engine(url, False), warm_engine(url, True)
     fault_cluster.restart("fast")
