@@ -49,7 +49,8 @@ def require_work(summary: Summary, *, unconditional: bool) -> None:
         "conditional appends accepted": (summary.conditional_accepted, 15),
         "conditional appends refused": (summary.conditional_refused, 15),
         "checks passed": (summary.checks_passed, 3),
-        "checks refused": (summary.checks_refused, 1),
+        # On SQLite few reads are overtaken before their check: no floor there.
+        "checks refused": (summary.checks_refused, 1 if summary.backend == "postgresql" else 0),
         "reads": (summary.reads, 60),
     }
     if unconditional:
@@ -116,6 +117,40 @@ def test_postgresql_autocommit_through_core(postgres_server_url: str) -> None:
         seed=4,
         hosts=("autocommit/core-*", "read-committed/direct"),
         unconditional=False,
+    )
+    summary = run(settings, url=postgres_server_url)
+    require_work(summary, unconditional=False)
+    assert_consistent(summary)
+
+
+def test_postgresql_paged_reads(postgres_server_url: str) -> None:
+    """Reads longer than a page of 5 go on through a server-side cursor; their heads keep
+    the first page's snapshot."""
+    settings = Settings(
+        seconds=SHORT_SECONDS,
+        seed=9,
+        hosts=("read-committed/*", "repeatable-read/*", "serializable/*"),
+        unconditional=False,
+        fetch_size=5,
+    )
+    summary = run(settings, url=postgres_server_url)
+    require_work(summary, unconditional=False)
+    assert_consistent(summary)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="AUTOCOMMIT: a read past its first page opens a server-side cursor outside a "
+    "transaction block (psycopg NoActiveSqlTransaction, 25P01)",
+)
+def test_postgresql_autocommit_paged_reads(postgres_server_url: str) -> None:
+    settings = Settings(
+        seconds=SHORT_SECONDS,
+        seed=10,
+        hosts=("autocommit/direct", "read-committed/direct"),
+        unconditional=False,
+        fetch_size=5,
     )
     summary = run(settings, url=postgres_server_url)
     require_work(summary, unconditional=False)

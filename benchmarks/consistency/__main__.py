@@ -89,6 +89,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="PostgreSQL deadlock_timeout for the workers' connections (needs a superuser; "
         "0 keeps the server's)",
     )
+    parser.add_argument(
+        "--fetch-size",
+        type=int,
+        help="half the transactions read in pages of this many events (server-side cursors "
+        "past the first page); default: the store's",
+    )
     parser.add_argument("--types", type=int, default=6, help="event types in the pool")
     parser.add_argument("--tags", type=int, default=8, help="tags in the pool")
     parser.add_argument(
@@ -132,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         contiguous_batches=args.contiguous_batches,
         think=args.think_ms / 1000,
         max_ops=args.max_ops,
+        fetch_size=args.fetch_size,
         deadlock_timeout=args.deadlock_timeout_ms / 1000 or None,
         vocabulary=Vocabulary(args.types, args.tags, args.generation_seconds),
     )

@@ -43,7 +43,8 @@ class Settings:
     longest of those between a decision's read and its append (seconds); ``max_ops``: the
     most operations in one host transaction (one to three); ``deadlock_timeout``: seconds,
     PostgreSQL's setting for the workers' connections (setting it needs a superuser;
-    ``None`` keeps the server's).
+    ``None`` keeps the server's); ``fetch_size``: if given, half the transactions read with
+    it (``EventStoreConfig.fetch_size``), so longer reads page through a server-side cursor.
     ``contiguous_batches``: count a batch that other events interleave as a violation."""
 
     backend: str = "postgresql"
@@ -57,6 +58,7 @@ class Settings:
     think: float = 0.002
     max_ops: int = 3
     deadlock_timeout: float | None = 0.05
+    fetch_size: int | None = None
     contiguous_batches: bool = False
     vocabulary: Vocabulary = field(default_factory=Vocabulary)
 
@@ -163,6 +165,7 @@ def _run_workers(hosts: list[Host], settings: Settings) -> tuple[list[Unit], lis
             settings.jitter,
             settings.think,
             settings.max_ops,
+            settings.fetch_size,
         )
         for i in range(count)
     ]

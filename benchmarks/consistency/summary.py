@@ -77,7 +77,10 @@ class Summary:
         rows = [
             ("workers", str(self.workers)),
             ("transactions", ", ".join(f"{k} {v}" for k, v in sorted(self.units.items()))),
-            ("aborted by", ", ".join(f"{k} {v}" for k, v in sorted(self.aborted_by.items()))),
+            (
+                "aborted by",
+                ", ".join(f"{k} {v}" for k, v in sorted(self.aborted_by.items())) or "-",
+            ),
             ("decisions", str(self.decisions)),
             (
                 "conditional appends",

@@ -20,6 +20,7 @@ import threading
 import time
 from array import array
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
@@ -61,6 +62,8 @@ from sa_crablet import (
 DECIDERS = ("store", "naive", "position")
 SERIALIZATION_FAILURES = ("40001", "40P01")
 ROLLBACK_SHARE = 0.08
+PAGED_SHARE = 0.5
+"""Transactions whose store reads in pages of ``fetch_size``, when one is given."""
 OPS_PER_UNIT = (1,) * 18 + (2, 3)
 """Operations per host transaction: mostly one; several ones can deadlock each other."""
 
@@ -111,6 +114,7 @@ class Worker:
         jitter: bool = True,
         think: float = 0.002,
         max_ops: int = 3,
+        fetch_size: int | None = None,
     ) -> None:
         self.index = index
         self.hosts = hosts
@@ -123,6 +127,7 @@ class Worker:
         self.jitter = jitter
         self.think = think
         self.max_ops = max_ops
+        self.fetch_size = fetch_size
         self.units: list[Unit] = []
         self._seq = 0
         # Carried from a committed unit to a later one, as a web form or a message would.
@@ -153,7 +158,11 @@ class Worker:
         self._call_name, self._call_start = "begin", log.begin
         ended = AUTOCOMMIT if host.autocommit else None
         with Session(host.bind) as session:
-            store = EventStore(session, host.config)
+            config = host.config
+            if self.fetch_size is not None and self.rng.random() < PAGED_SHARE:
+                # Reads longer than a page go on through a server-side cursor.
+                config = replace(config, fetch_size=self.fetch_size)
+            store = EventStore(session, config)
             try:
                 if host.begin is not None:
                     session.connection().exec_driver_sql(host.begin)
