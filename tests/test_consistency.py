@@ -99,7 +99,7 @@ def test_postgresql_every_host_and_every_kind_of_append(postgres_server_url: str
     "check, it commits below it, unseen",
 )
 def test_postgresql_unconditional_appends_in_flight(postgres_server_url: str) -> None:
-    settings = Settings(seconds=SHORT_SECONDS, seed=3, hosts=CORRECT_PG_HOSTS)
+    settings = Settings(seconds=PG_SECONDS, seed=3, hosts=CORRECT_PG_HOSTS)
     summary = run(settings, url=postgres_server_url)
     require_work(summary, unconditional=True)
     assert_consistent(summary)
@@ -113,7 +113,7 @@ def test_postgresql_unconditional_appends_in_flight(postgres_server_url: str) ->
 )
 def test_postgresql_autocommit_through_core(postgres_server_url: str) -> None:
     settings = Settings(
-        seconds=SHORT_SECONDS,
+        seconds=PG_SECONDS,
         seed=4,
         hosts=("autocommit/core-*", "read-committed/direct"),
         unconditional=False,
