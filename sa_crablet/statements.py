@@ -349,6 +349,14 @@ def _insert_source(dialect: str) -> Select[Any]:
     return select(*columns).select_from(batch).order_by(order)
 
 
+@lru_cache(maxsize=1)
+def sqlite_write_lock() -> Insert:
+    """SQLite: an insert of nothing, which still opens a write transaction and so takes the
+    database's write lock, as an append would: on a transaction whose snapshot went stale it
+    fails as the append would, and afterwards nobody else can append until it ends."""
+    return events.insert().from_select(["type", "tags"], select(null(), null()).where(false()))
+
+
 _INSERTED = ["type", "tags", "data", "metadata", "transaction_id", "recorded_at", "command_id"]
 
 

@@ -108,9 +108,10 @@ class EventStore(CommandLog):
 
         For a decision that appends nothing ("only if nothing changed"): on PostgreSQL the
         condition's locks are taken as for a conditional append and held until the host's
-        transaction ends, so no conflicting append commits in between. (On a connection
-        with no transaction open, AUTOCOMMIT, the check is its own transaction: it holds at
-        the moment it runs.)
+        transaction ends, so no conflicting append commits in between; on SQLite the
+        check takes the database's write lock, as an append would. (On a connection with no
+        transaction open, AUTOCOMMIT, the check is its own transaction: it holds at the
+        moment it runs.)
         """
         if not isinstance(condition, AppendCondition):
             raise ValidationError("condition", condition, "must be an AppendCondition")
@@ -122,7 +123,10 @@ class EventStore(CommandLog):
         conflict_check = Call(statements.conflict_statement(dialect, *shapes), check)
         with run.translated(condition):
             if dialect != statements.POSTGRESQL:
-                conflict = run.unit([conflict_check], writes=False)[0]
+                # The write lock first, as an append takes it: the check then runs on the
+                # latest state (a stale snapshot fails instead), and holds until the end.
+                lock = Call(statements.sqlite_write_lock())
+                conflict = run.unit([lock, conflict_check])[1]
             else:
                 lock = Call(statements.lock_select(), self._lock_params(run, query, []))
                 lock_rows, conflict = run.unit([lock, conflict_check])
