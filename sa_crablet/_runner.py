@@ -40,7 +40,7 @@ class Runner:
         actual values on every call."""
         if self.raw is not None:
             return _driver.fetch(self.raw, self.conn, statement, params, prepare)
-        with custom_plans(self.conn, not prepare):
+        with custom_plans(self.conn, not prepare), _driver.core_json_loader(self.conn):
             return list(self.conn.execute(statement, params).all())
 
     def stream(self, statement: Any, params: dict[str, Any], size: int) -> Iterator[Any]:
@@ -51,7 +51,8 @@ class Runner:
             rows = _driver.stream(self.raw, self.conn, statement, params, size)
         else:
             options = {"stream_results": True, "yield_per": size}
-            rows = self.conn.execute(statement, params, execution_options=options)
+            with _driver.core_json_loader(self.conn):
+                rows = self.conn.execute(statement, params, execution_options=options)
         try:
             yield from rows
         finally:

@@ -53,7 +53,7 @@ from sa_crablet._command_statements import (
     select_events_of_command,
 )
 from sa_crablet.query import Head, Query
-from sa_crablet.schema import TagArray, events
+from sa_crablet.schema import TagArray, events, sqlite_payload
 
 # -- shapes: hot-path statements are built once per structure, values are parameters ------------
 #
@@ -339,8 +339,9 @@ def insert_statement(dialect: str, query: QueryShape | str, head: HeadShape) -> 
                 .correlate(batch)
                 .scalar_subquery()
             ),
-            cast(element.op("->>")(literal_column("2")), JSONB),
-            cast(element.op("->>")(literal_column("3")), JSONB),
+            # The payloads travel as JSON text inside the batch and are stored as that text.
+            cast(element.op("->>")(literal_column("2")), events.c.data.type),
+            cast(element.op("->>")(literal_column("3")), events.c.metadata.type),
             func.pg_current_xact_id(),
             func.statement_timestamp(),
             bindparam("command_id", type_=String),
@@ -351,7 +352,15 @@ def insert_statement(dialect: str, query: QueryShape | str, head: HeadShape) -> 
             "key", "value", name="b"
         )
         element = batch.c.value
-        columns = [func.json_extract(element, literal_column(f"'$[{i}]'")) for i in range(4)] + [
+        type_, tags, data, metadata = (
+            func.json_extract(element, literal_column(f"'$[{i}]'")) for i in range(4)
+        )
+        # Metadata is always an object, never the bare number sqlite_payload() guards against.
+        columns = [
+            type_,
+            tags,
+            sqlite_payload(data),
+            metadata,
             null(),
             func.strftime("%Y-%m-%d %H:%M:%f000", "now"),
             bindparam("command_id", type_=String),
