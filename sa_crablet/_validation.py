@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from sa_crablet.exceptions import ValidationError
@@ -153,7 +153,9 @@ def to_json(field: str, value: Any) -> str | None:
     """
     if value is None:
         return None
-    if isinstance(value, _CONTAINERS):
+    if type(value) is dict and _flat(value):
+        pass  # the usual payload: an object of plain scalars, nothing to walk
+    elif isinstance(value, _CONTAINERS):
         _check_tree(field, value)
     try:
         text = _ENCODER.encode(value)
@@ -178,17 +180,17 @@ def to_json(field: str, value: Any) -> str | None:
 
 def _check_tree(field: str, value: Any) -> None:
     """One iterative walk over a payload's containers: every key a string, no deeper than
-    :data:`MAX_PAYLOAD_DEPTH`. Scalars are left to the encoder.
+    :data:`MAX_PAYLOAD_DEPTH` (a cycle is infinitely deep). Scalars are left to the encoder.
 
-    Keys and values are screened by type a container at a time at C speed (``issuperset``
-    over ``map(type, ...)``), so a container of plain strings and numbers costs no Python
-    loop; only containers holding containers are walked one child at a time.
+    Depth first, with a stack of iterators over the children still to visit (its length is
+    the depth). Keys and values are screened by type a container at a time at C speed
+    (``issuperset`` over ``map(type, ...)``): a container of plain scalars costs no Python
+    loop, and only containers holding containers are walked child by child.
     """
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    pop, push = stack.pop, stack.append
-    while stack:
-        node, depth = pop()
-        if depth > MAX_PAYLOAD_DEPTH:
+    stack: list[Iterator[Any]] = []
+    node = value
+    while True:
+        if len(stack) >= MAX_PAYLOAD_DEPTH:
             raise ValidationError(
                 field, value, f"nested deeper than {MAX_PAYLOAD_DEPTH} levels (or circular)"
             )
@@ -198,15 +200,28 @@ def _check_tree(field: str, value: Any) -> None:
             if not _STR.issuperset(map(type, node)):
                 _check_keys(field, node)
             node = node.values()
-        if _SCALARS.issuperset(map(type, node)):
-            continue
-        for child in node:
-            if isinstance(child, _CONTAINERS):
-                push((child, depth + 1))
+        if not _SCALARS.issuperset(map(type, node)):
+            stack.append(iter(node))
+        while stack:  # the next container to enter, or done
+            for child in stack[-1]:
+                if isinstance(child, _CONTAINERS):
+                    node = child
+                    break
+            else:
+                stack.pop()
+                continue
+            break
+        else:
+            return
 
 
 _STR = frozenset({str})
 _SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _flat(node: dict[Any, Any]) -> bool:
+    """String keys and plain scalar values only (checked at C speed)."""
+    return _STR.issuperset(map(type, node)) and _SCALARS.issuperset(map(type, node.values()))
 
 
 def _check_keys(field: str, node: dict[Any, Any]) -> None:
