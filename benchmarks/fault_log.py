@@ -27,7 +27,7 @@ from sa_crablet import commands_table, events
 BATCHES = text(
     f"SELECT data ->> 'fault_batch', count(*), count(DISTINCT (data ->> 'i')::int), "
     f"min((data ->> 'n')::int), max((data ->> 'n')::int) "
-    f"FROM {events.name} WHERE data ? 'fault_batch' GROUP BY 1"
+    f"FROM {events.name} WHERE data ->> 'fault_batch' IS NOT NULL GROUP BY 1"
 )
 COMMANDS_WITHOUT_EVENTS = text(
     f"SELECT count(*) FROM {commands_table.name} c "

@@ -30,11 +30,11 @@ E = EVENTS_TABLE
 COLUMNS = "position, type, tags, data, metadata, recorded_at"
 
 INSERT_ONE = (
-    f"INSERT INTO {E} (type, tags, data) VALUES (%s, %s::text[], %s::jsonb) RETURNING position"
+    f"INSERT INTO {E} (type, tags, data) VALUES (%s, %s::text[], %s::json) RETURNING position"
 )
 INSERT_BATCH = (
     f"INSERT INTO {E} (type, tags, data) "
-    "SELECT u.t, ARRAY[u.g], u.d::jsonb "
+    "SELECT u.t, ARRAY[u.g], u.d::json "
     "FROM unnest(%s::text[], %s::text[], %s::text[]) WITH ORDINALITY AS u(t, g, d, i) "
     "ORDER BY u.i RETURNING position"
 )
@@ -45,14 +45,14 @@ LOCK = (
 )
 INSERT_IF = (
     f"INSERT INTO {E} (type, tags, data) "
-    "SELECT %(type)s, %(tags)s::text[], %(data)s::jsonb "
+    "SELECT %(type)s, %(tags)s::text[], %(data)s::json "
     f"WHERE NOT EXISTS (SELECT 1 FROM {E} WHERE type = ANY(%(types)s::text[]) "
     "AND tags @> %(ctags)s::text[] AND position > %(after)s) RETURNING position"
 )
 # The same, with a head that carries a snapshot (what a read in this transaction saw).
 INSERT_IF_SNAPSHOT = (
     f"INSERT INTO {E} (type, tags, data) "
-    "SELECT %(type)s, %(tags)s::text[], %(data)s::jsonb "
+    "SELECT %(type)s, %(tags)s::text[], %(data)s::json "
     f"WHERE NOT EXISTS (SELECT 1 FROM {E} WHERE type = ANY(%(types)s::text[]) "
     "AND tags @> %(ctags)s::text[] AND (position > %(after)s "
     "OR transaction_id >= %(xmax)s::text::xid8 "

@@ -96,7 +96,7 @@ def sqlalchemy_text_ops(store: CrabletPg) -> dict[str, Op]:
     Session and Core execution without sa_crablet's own code."""
     insert_one = text(
         f"INSERT INTO {E} (type, tags, data) "
-        "VALUES (:type, CAST(:tags AS text[]), CAST(:data AS jsonb)) RETURNING position"
+        "VALUES (:type, CAST(:tags AS text[]), CAST(:data AS json)) RETURNING position"
     )
     lock = text(
         "SELECT count(CASE WHEN lk.x THEN pg_advisory_xact_lock(lk.k)::text "
@@ -105,7 +105,7 @@ def sqlalchemy_text_ops(store: CrabletPg) -> dict[str, Op]:
     )
     insert_if = text(
         f"INSERT INTO {E} (type, tags, data) "
-        "SELECT :type, CAST(:tags AS text[]), CAST(:data AS jsonb) "
+        "SELECT :type, CAST(:tags AS text[]), CAST(:data AS json) "
         f"WHERE NOT EXISTS (SELECT 1 FROM {E} WHERE type = ANY(CAST(:types AS text[])) "
         "AND tags @> CAST(:ctags AS text[]) AND position > :after) RETURNING position"
     )

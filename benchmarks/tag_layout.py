@@ -75,13 +75,13 @@ EVENT_COLUMNS = """
     position bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     type varchar(255) NOT NULL,
     tags text[] NOT NULL,
-    data jsonb,
+    data json,
     transaction_id xid8 NOT NULL DEFAULT pg_current_xact_id(),
     recorded_at timestamptz DEFAULT now()
 """
 NO_AUTOVACUUM = "WITH (autovacuum_enabled = off)"
 UNNEST_BATCH = (
-    "SELECT u.t, ARRAY[u.c, u.s, u.b], u.d::jsonb "
+    "SELECT u.t, ARRAY[u.c, u.s, u.b], u.d::json "
     "FROM unnest(%(types)s::text[], %(courses)s::text[], %(students)s::text[], "
     "%(buckets)s::text[], %(datas)s::text[]) WITH ORDINALITY AS u(t, c, s, b, d, i) "
     "ORDER BY u.i"
@@ -140,7 +140,7 @@ def gin_layout(name: str, title: str, fastupdate: bool, control: bool) -> Layout
         ),
         s2_insert=(
             f"INSERT INTO {ev} (type, tags, data) VALUES (%(type)s, %(tags)s::text[], "
-            "%(data)s::jsonb) RETURNING position"
+            "%(data)s::json) RETURNING position"
         ),
         s4_read=(
             f"SELECT position, type, tags, data, recorded_at FROM {ev} "
@@ -181,7 +181,7 @@ def side_table_layout(control: bool) -> Layout:
         ),
         s2_insert=(
             f"WITH e AS (INSERT INTO {ev} (type, tags, data) VALUES (%(type)s, "
-            "%(tags)s::text[], %(data)s::jsonb) RETURNING position, tags) "
+            "%(tags)s::text[], %(data)s::json) RETURNING position, tags) "
             f"INSERT INTO {tg} (tag, position) SELECT unnest(e.tags), e.position FROM e "
             "RETURNING position"
         ),
@@ -237,7 +237,7 @@ def rotated(items: Sequence[Layout], repeat: int) -> list[Layout]:
 FILL_SOURCE = """
 SELECT (ARRAY['{t0}', '{t1}', '{t2}', '{t3}'])[1 + n % 4] AS type,
        ARRAY['course:' || c, 'student:' || s, 'bucket:' || b] AS tags,
-       jsonb_build_object('courseId', 'course-' || c, 'studentId', 'student-' || s,
+       json_build_object('courseId', 'course-' || c, 'studentId', 'student-' || s,
                           'capacity', 10 + n % 90, 'at', '2025-01-01T00:00') AS data
 FROM (
     SELECT n,

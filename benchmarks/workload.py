@@ -114,7 +114,7 @@ def fill_crablet_schema(conn: psycopg.Connection[Any], count: int, courses: int)
         with conn.transaction():
             conn.execute(
                 f"INSERT INTO {EVENTS_TABLE} (type, tags, data) "
-                f"SELECT type, ARRAY[tag], data::jsonb FROM ({rows}) AS r ORDER BY n"
+                f"SELECT type, ARRAY[tag], data::json FROM ({rows}) AS r ORDER BY n"
             )
     elapsed = time.perf_counter() - started
     conn.execute(f"VACUUM (ANALYZE) {EVENTS_TABLE}")

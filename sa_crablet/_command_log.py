@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from sa_crablet import statements
 from sa_crablet._runner import Call, Runner
-from sa_crablet._validation import to_json
+from sa_crablet._validation import check_command_id, check_position, to_json
 from sa_crablet.commands import Command, CommandRecord
 from sa_crablet.config import EventStoreConfig
 from sa_crablet.events import Event, SequencedEvent
@@ -56,15 +56,18 @@ class CommandLog:
 
     def command(self, command_id: str) -> CommandRecord | None:
         """The recorded command with this id, if it was executed."""
+        check_command_id("command_id", command_id)
         return self._one_command(statements.select_command(), {"id": command_id})
 
     def command_of_event(self, position: int) -> CommandRecord | None:
         """The command whose execution appended the event at ``position`` (one indexed
         look-up), or ``None`` for an event appended outside any command."""
+        check_position("position", position)
         return self._one_command(statements.select_command_of_event(), {"position": position})
 
     def events_of_command(self, command_id: str) -> list[SequencedEvent]:
         """The events appended by the command with this id, in order (one indexed query)."""
+        check_command_id("command_id", command_id)
         rows = self._log_rows(statements.select_events_of_command(), {"id": command_id})
         return [to_event(row) for row in rows]
 

@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import Pool
 
 from sa_crablet import statements
+from sa_crablet.config import timeout_ms
 
 # One small pool per application engine for the fresh-snapshot checks of REPEATABLE READ
 # and SERIALIZABLE transactions. It is separate so a check never waits for a connection that
@@ -75,7 +76,7 @@ def timeout_settings(lock: float | None, stmt: float | None) -> dict[str, str]:
     """PostgreSQL settings for the configured timeouts (seconds), e.g. ``{"lock_timeout":
     "2000ms"}``; empty when none is configured."""
     return {
-        name: f"{round(seconds * 1000)}ms"
+        name: f"{timeout_ms(seconds)}ms"
         for name, seconds in (("lock_timeout", lock), ("statement_timeout", stmt))
         if seconds is not None
     }
@@ -122,7 +123,7 @@ def sqlite_timeouts(conn: Connection, lock: float | None, stmt: float | None) ->
     old_busy = None
     if lock is not None:
         old_busy = conn.execute(text("PRAGMA busy_timeout")).scalar()
-        conn.execute(text(f"PRAGMA busy_timeout = {round(lock * 1000)}"))
+        conn.execute(text(f"PRAGMA busy_timeout = {timeout_ms(lock)}"))
     if stmt is not None:
         deadline = time.monotonic() + stmt
         handler: Callable[[], int] = lambda: int(time.monotonic() > deadline)  # noqa: E731

@@ -13,27 +13,30 @@ for ``before_cursor_execute``, ``after_cursor_execute`` or ``handle_error`` (tra
 logging integrations use those). ``EventStoreConfig(direct_execution=False)`` turns this
 path off altogether.
 
-Payloads (``jsonb``) read on this path are decoded with msgspec, several times faster than
-the standard library and as exact (integers of any size), unless the engine was given its
-own ``json_deserializer``.
+Payloads (``json``) read on this path are decoded with msgspec, several times faster than
+the standard library and as exact, falling back to an iterative decoder for what msgspec
+gives up on (see :mod:`sa_crablet._json`), unless the engine was given its own
+``json_deserializer``.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, cast
 
-import msgspec
 import psycopg
 from psycopg.adapt import Loader
+from psycopg.pq import Format
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
+
+from sa_crablet._json import load_json
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,29 +89,53 @@ def direct(conn: Connection, enabled: bool) -> Any | None:
     return conn.connection.driver_connection
 
 
-_decode = msgspec.json.Decoder().decode
+class _JsonLoader(Loader):
+    """Payloads (``json``; ``jsonb`` before migration 0005) with msgspec, any depth and
+    size (see :mod:`sa_crablet._json`)."""
 
-
-class _JsonbLoader(Loader):
     def load(self, data: Any) -> Any:
-        try:
-            return _decode(data)
-        except msgspec.DecodeError:
-            # A number beyond a float's range (jsonb's numeric allows 1e400): the standard
-            # library reads it as infinity, as psycopg's own loader would.
-            return json.loads(bytes(data))
+        return load_json(data)
+
+
+_JSON_TYPES = ("json", "jsonb")
 
 
 def _cursor(raw: Any, conn: Connection, name: str | None = None, client: bool = False) -> Any:
-    """A cursor whose own adapters decode ``jsonb`` with msgspec; the host's connection and
+    """A cursor whose own adapters decode ``json`` with msgspec; the host's connection and
     its other cursors keep theirs. ``client``: one that binds values client side."""
     if client:
         cursor = psycopg.ClientCursor(raw)
     else:
         cursor = raw.cursor(name=name) if name else raw.cursor()
     if getattr(conn.dialect, "_json_deserializer", None) is None:
-        cursor.adapters.register_loader("jsonb", _JsonbLoader)
+        for name_ in _JSON_TYPES:
+            cursor.adapters.register_loader(name_, _JsonLoader)
     return cursor
+
+
+@contextmanager
+def core_json_loader(conn: Connection) -> Iterator[None]:
+    """Through Core on psycopg, the cursors made inside decode ``json`` as the direct
+    path's do (psycopg's own loader recurses and fails on deep nesting).
+
+    The connection's loaders are put back on the way out, so the host's later cursors keep
+    theirs: a cursor copies its connection's adapters when it is made, and keeps them (a
+    streamed read too). An engine's own ``json_deserializer`` is left in charge.
+    """
+    if conn.dialect.driver != "psycopg" or getattr(conn.dialect, "_json_deserializer", None):
+        yield
+        return
+    adapters = conn.connection.driver_connection.adapters  # type: ignore[union-attr]
+    oids = [adapters.types[name].oid for name in _JSON_TYPES]
+    previous = [(oid, adapters.get_loader(oid, Format.TEXT)) for oid in oids]
+    for oid in oids:
+        adapters.register_loader(oid, _JsonLoader)
+    try:
+        yield
+    finally:
+        for oid, loader in previous:
+            if loader is not None:
+                adapters.register_loader(oid, loader)
 
 
 def fetch(

@@ -107,7 +107,7 @@ class Runner:
         """Every row of one statement, without the configured timeouts."""
         if self.raw is not None:
             return _driver.fetch(self.raw, self.conn, call.statement, call.params, call.prepare)
-        with custom_plans(self.conn, not call.prepare):
+        with custom_plans(self.conn, not call.prepare), _driver.core_json_loader(self.conn):
             result = self.conn.execute(call.statement, call.params)
             return list(result.all()) if result.returns_rows else []
 

@@ -8,11 +8,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sa_crablet._validation import check_metadata, check_type, to_json
+from sa_crablet._validation import check_command_id, check_metadata, check_type, to_json
 from sa_crablet.events import Event
 from sa_crablet.exceptions import ValidationError
 from sa_crablet.query import AppendCondition
-from sa_crablet.schema import MAX_COMMAND_ID_LENGTH
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -39,10 +38,7 @@ class Command:
         to_json("metadata", metadata)
         if id is None:
             id = str(uuid.uuid4())
-        if not isinstance(id, str) or not id or len(id) > MAX_COMMAND_ID_LENGTH or "\x00" in id:
-            raise ValidationError(
-                "id", id, f"a command id is a non-empty string of at most {MAX_COMMAND_ID_LENGTH}"
-            )
+        check_command_id("id", id)
         object.__setattr__(self, "data", data)
         object.__setattr__(self, "metadata", metadata)
         object.__setattr__(self, "id", id)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+from sa_crablet._validation import check_seconds
 from sa_crablet.exceptions import ValidationError
 
 
@@ -15,6 +17,8 @@ class EventStoreConfig:
     ``lock_timeout`` / ``statement_timeout``: seconds, applied to each store operation only
     (PostgreSQL ``SET LOCAL`` for the operation, then the host's values are restored; on
     SQLite the busy timeout and an interrupt). ``None`` leaves the database's settings alone.
+    Finite and above 0, at most 2,147,483.647 (PostgreSQL's limit); sent in whole
+    milliseconds, rounded up (never 0, which would mean "no timeout").
     ``fetch_size``: rows fetched per round trip when streaming a read.
     ``max_concurrent_projections`` / ``max_concurrent_appends``: fail-fast limits, shared by
     every store in the process whose configuration is equal to this one; a call over the
@@ -51,5 +55,19 @@ class EventStoreConfig:
             value = getattr(self, name)
             if value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise ValidationError(name, value, "must be a positive number of seconds or None")
+            check_seconds(name, value, positive=True)
+            if value > MAX_TIMEOUT_MS / 1000 or timeout_ms(value) > MAX_TIMEOUT_MS:
+                raise ValidationError(
+                    name, value, f"at most {MAX_TIMEOUT_MS / 1000} seconds (PostgreSQL's limit)"
+                )
+
+
+MAX_TIMEOUT_MS = 2**31 - 1
+"""PostgreSQL's largest ``lock_timeout`` / ``statement_timeout`` (milliseconds)."""
+
+
+def timeout_ms(seconds: float) -> int:
+    """A timeout in whole milliseconds, rounded up and never 0 (which means "no timeout" to
+    PostgreSQL and "do not wait" to SQLite). Rounded to the nanosecond first, so binary
+    fractions do not add a millisecond (0.3 s is 300 ms, not 301)."""
+    return max(1, math.ceil(round(seconds * 1000, 6)))

@@ -6,6 +6,7 @@ parse message text.
 
 from __future__ import annotations
 
+import reprlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -26,7 +27,20 @@ class ValidationError(CrabletError, ValueError):
         self.field = field
         self.value = value
         self.message = message
-        super().__init__(f"{field}: {message} (got {value!r})")
+        super().__init__(f"{field}: {message} (got {_shown(value)})")
+
+
+# The value in a message is cut short: a payload may be large, deeply nested or circular.
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 200
+_REPR.maxlevel = 4
+
+
+def _shown(value: Any) -> str:
+    try:
+        return _REPR.repr(value)
+    except Exception:  # a value whose own __repr__ fails
+        return f"<{type(value).__name__}>"
 
 
 class ConcurrencyError(CrabletError):

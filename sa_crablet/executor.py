@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sa_crablet._errors import translated
 from sa_crablet._runner import Runner
+from sa_crablet._validation import check_seconds
 from sa_crablet.commands import Command, CommandResult, as_decision
 from sa_crablet.config import EventStoreConfig
 from sa_crablet.exceptions import ConcurrencyError, ValidationError
@@ -28,7 +29,8 @@ transaction) and returns a ``Decision``, events, ``(events, condition)`` or ``No
 class RetryPolicy:
     """How a store-managed execution retries a lost race (``ConcurrencyError``, including
     serialization failures and deadlocks): up to ``attempts`` handler runs in all, sleeping
-    ``backoff * 2**n`` seconds (capped at ``max_backoff``, with full jitter) in between."""
+    ``backoff * 2**n`` seconds (capped at ``max_backoff``, with full jitter) in between.
+    ``backoff`` and ``max_backoff`` are finite numbers of seconds from 0 to 1e9."""
 
     attempts: int = 5
     backoff: float = 0.005
@@ -39,13 +41,18 @@ class RetryPolicy:
             raise ValidationError("attempts", self.attempts, "must be an int >= 1")
         if self.attempts < 1:
             raise ValidationError("attempts", self.attempts, "must be an int >= 1")
-        if self.backoff < 0 or self.max_backoff < 0:
-            raise ValidationError("backoff", self.backoff, "must not be negative")
+        for name in ("backoff", "max_backoff"):
+            if check_seconds(name, getattr(self, name), positive=False) > MAX_BACKOFF:
+                raise ValidationError(name, getattr(self, name), "at most 1e9 seconds")
 
     def delay(self, retry: int) -> float:
-        return random.uniform(0, min(self.max_backoff, self.backoff * 2**retry))
+        # The exponent is capped: past 2**64 the cap is reached anyway, and a huge power of
+        # two would not convert to a float.
+        return random.uniform(0, min(self.max_backoff, self.backoff * 2 ** min(retry, 64)))
 
 
+MAX_BACKOFF = 1e9
+"""Longest backoff accepted (seconds): ``time.sleep`` takes up to about 9.2e9."""
 NO_RETRY = RetryPolicy(attempts=1)
 
 

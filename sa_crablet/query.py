@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sa_crablet._validation import check_tags, check_types
+from sa_crablet._validation import MAX_XID, check_position, check_tags, check_types
 from sa_crablet.exceptions import ValidationError
 
 
@@ -96,10 +97,9 @@ class Head:
     snapshot: Snapshot | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.position, bool) or not isinstance(self.position, int):
-            raise ValidationError("position", self.position, "a head position is an int")
-        if self.position < 0:
-            raise ValidationError("position", self.position, "a head position is >= 0")
+        check_position("position", self.position)
+        if self.snapshot is not None and not isinstance(self.snapshot, Snapshot):
+            raise ValidationError("snapshot", self.snapshot, "must be a Snapshot or None")
 
     def __str__(self) -> str:
         return str(self.position) if self.snapshot is None else f"{self.position}@{self.snapshot}"
@@ -110,11 +110,17 @@ class Head:
         if not isinstance(text, str):
             raise ValidationError("head", text, "a head is parsed from a string")
         position, sep, snap = text.partition("@")
-        try:
-            value = int(position)
-        except ValueError:
-            raise ValidationError("head", text, "not a head") from None
-        return cls(value, Snapshot.parse(snap) if sep else None)
+        if not _NUMBER.fullmatch(position):
+            raise ValidationError("head", text, "not a head 'position[@snapshot]'")
+        return cls(int(position), Snapshot.parse(snap) if sep else None)
+
+
+# Digits only (int() would also take signs, spaces, underscores and other scripts' digits),
+# and few enough that converting them costs nothing.
+_NUMBER = re.compile(r"[0-9]{1,20}", re.ASCII)
+_SNAPSHOT = re.compile(
+    r"([0-9]{1,20}):([0-9]{1,20}):((?:[0-9]{1,20}(?:,[0-9]{1,20})*)?)(?:/([0-9]{1,20}))?", re.ASCII
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +129,8 @@ class Snapshot:
 
     A transaction id is unseen when it is ``>= xmax`` or listed in ``xip``, unless it is
     ``own``: a snapshot never lists the reader's own transaction as visible, yet the reader
-    saw its own writes.
+    saw its own writes. Every id is an ``xid8`` (0 to 2**64 - 1), ``xmin <= xmax``, and
+    ``xip`` lies in ``[xmin, xmax)``, as in any snapshot PostgreSQL reports.
     """
 
     xmin: int
@@ -131,30 +138,46 @@ class Snapshot:
     xip: tuple[int, ...] = ()
     own: int | None = None
 
+    def __post_init__(self) -> None:
+        _check_xid("xmin", self.xmin)
+        _check_xid("xmax", self.xmax)
+        if self.xmin > self.xmax:
+            raise ValidationError("xmax", self.xmax, "a snapshot's xmax is >= its xmin")
+        if not isinstance(self.xip, tuple):
+            raise ValidationError("xip", self.xip, "must be a tuple of transaction ids")
+        for xid in self.xip:
+            _check_xid("xip", xid)
+            if not self.xmin <= xid < self.xmax:
+                raise ValidationError("xip", xid, "an in-progress id lies in [xmin, xmax)")
+        if self.own is not None:
+            _check_xid("own", self.own)
+
     def __str__(self) -> str:
         text = f"{self.xmin}:{self.xmax}:{','.join(map(str, self.xip))}"
         return text if self.own is None else f"{text}/{self.own}"
 
     @classmethod
     def parse(cls, text: str, own: str | int | None = None) -> Snapshot:
-        try:
-            snap, _, own_text = text.partition("/")
-            xmin, xmax, xip = snap.split(":")
-            own_value = own if own is not None else (own_text or None)
-            return cls(
-                int(xmin),
-                int(xmax),
-                tuple(int(x) for x in xip.split(",") if x),
-                None if own_value is None else int(own_value),
-            )
-        except ValueError:
-            raise ValidationError(
-                "snapshot", text, "not a snapshot 'xmin:xmax:xip[/own]'"
-            ) from None
+        """The inverse of ``str(snapshot)`` (``own``, if given, overrides the text's)."""
+        match = _SNAPSHOT.fullmatch(text) if isinstance(text, str) else None
+        if match is None:
+            raise ValidationError("snapshot", text, "not a snapshot 'xmin:xmax:xip[/own]'")
+        xmin, xmax, xip, own_text = match.groups()
+        own_value = own if own is not None else own_text
+        if isinstance(own_value, str):
+            if not _NUMBER.fullmatch(own_value):
+                raise ValidationError("own", own_value, "not a transaction id")
+            own_value = int(own_value)
+        return cls(int(xmin), int(xmax), tuple(int(x) for x in xip.split(",") if x), own_value)
 
     def invisible(self, xid: int) -> bool:
         """Whether a transaction's writes were not visible to the reader."""
         return xid != self.own and (xid >= self.xmax or xid in self.xip)
+
+
+def _check_xid(field_name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_XID:
+        raise ValidationError(field_name, value, f"a transaction id is an int from 0 to {MAX_XID}")
 
 
 After = Head | int | None

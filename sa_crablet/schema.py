@@ -13,22 +13,30 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
+    ColumnElement,
     DateTime,
     Dialect,
     Identity,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
     Text,
+    case,
+    cast,
     event,
     func,
+    literal_column,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import base as postgresql_base
 from sqlalchemy.sql.ddl import DDL
 from sqlalchemy.types import TypeDecorator, TypeEngine, UserDefinedType
+
+from sa_crablet._json import load_stored
 
 TABLE_PREFIX = "sa_crablet_"
 EVENTS_TABLE = f"{TABLE_PREFIX}events"
@@ -107,16 +115,63 @@ class TagArray(TypeDecorator[tuple[str, ...]]):
 
 
 class Payload(TypeDecorator[Any]):
-    """JSON payloads: ``jsonb`` on PostgreSQL, JSON text on SQLite."""
+    """JSON payloads: ``json`` on PostgreSQL, JSON text on SQLite.
+
+    PostgreSQL's ``json`` (not ``jsonb``) keeps the text as written, so what is read is
+    what was appended: ``1e16`` stays a float, ``-0.0`` keeps its sign, object keys keep
+    their order (``jsonb`` would give ``10000000000000000``, ``0.0`` and its own order).
+    Read back with :func:`sa_crablet._json.load_json` (any depth) unless the engine has
+    its own ``json_deserializer``.
+    """
 
     impl = JSON
     cache_ok = True
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if dialect.name == "postgresql":
-            return dialect.type_descriptor(JSONB(none_as_null=True))
+            return dialect.type_descriptor(postgresql.JSON(none_as_null=True))
         return dialect.type_descriptor(JSON(none_as_null=True))
 
+    def bind_processor(self, dialect: Dialect) -> Any:
+        serialize = super().bind_processor(dialect)
+        if dialect.name != "sqlite" or serialize is None:
+            return serialize
+
+        def bind(value: Any) -> Any:
+            text = serialize(value)
+            if isinstance(text, str) and text[:1] in _NUMBER_START:
+                return text.encode()  # see sqlite_payload()
+            return text
+
+        return bind
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        # Drivers that decode JSON themselves (psycopg) get their loader from the runner;
+        # for the others (SQLite) Core would call json.loads, which recurses.
+        if dialect.supports_native_json_deserialization or dialect._json_deserializer:
+            return super().result_processor(dialect, coltype)
+        return load_stored
+
+
+_NUMBER_START = frozenset("-0123456789")
+
+
+def sqlite_payload(text: ColumnElement[Any]) -> ColumnElement[Any]:
+    """SQLite: payload JSON ``text`` as a payload column stores it.
+
+    A column declared ``JSON`` has NUMERIC affinity: SQLite would store the text of a bare
+    number as a number, ``1.0`` as the integer 1, ``-0.0`` as 0, ``2**63`` as a float. Such
+    text (and only such: any other JSON starts with ``{ [ "`` or a letter) is stored as a
+    BLOB of itself, which no affinity touches; reads decode either.
+    """
+    first = func.unicode(text)  # the code point of the first character
+    number = first.between(literal_column(str(ord("-"))), literal_column(str(ord("9"))))
+    return case((number, cast(text, LargeBinary)), else_=text)
+
+
+JSONB_PAYLOAD = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+"""The payload columns' type before revision ``0005_exact_payloads`` (``jsonb`` on
+PostgreSQL): what the earlier migrations create, kept as it was."""
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 

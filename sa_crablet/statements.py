@@ -54,7 +54,7 @@ from sa_crablet._command_statements import (
 )
 from sa_crablet._locks import LockPlan
 from sa_crablet.query import Head, Query
-from sa_crablet.schema import TagArray, events
+from sa_crablet.schema import TagArray, events, sqlite_payload
 
 # -- shapes: hot-path statements are built once per structure, values are parameters ------------
 #
@@ -328,8 +328,9 @@ def _insert_source(dialect: str) -> Select[Any]:
                 .correlate(batch)
                 .scalar_subquery()
             ),
-            cast(element.op("->>")(literal_column("2")), JSONB),
-            cast(element.op("->>")(literal_column("3")), JSONB),
+            # The payloads travel as JSON text inside the batch and are stored as that text.
+            cast(element.op("->>")(literal_column("2")), events.c.data.type),
+            cast(element.op("->>")(literal_column("3")), events.c.metadata.type),
             func.pg_current_xact_id(),
             func.statement_timestamp(),
             bindparam("command_id", type_=String),
@@ -340,7 +341,15 @@ def _insert_source(dialect: str) -> Select[Any]:
             "key", "value", name="b"
         )
         element = batch.c.value
-        columns = [func.json_extract(element, literal_column(f"'$[{i}]'")) for i in range(4)] + [
+        type_, tags, data, metadata = (
+            func.json_extract(element, literal_column(f"'$[{i}]'")) for i in range(4)
+        )
+        # Metadata is always an object, never the bare number sqlite_payload() guards against.
+        columns = [
+            type_,
+            tags,
+            sqlite_payload(data),
+            metadata,
             null(),
             func.strftime("%Y-%m-%d %H:%M:%f000", "now"),
             bindparam("command_id", type_=String),

@@ -250,9 +250,9 @@ class EventStore(CommandLog):
             raise ValidationError("query", query, "must be a Query")
         head = check_after("after", after)
         if limit is not None and (
-            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+            isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit < 2**63
         ):
-            raise ValidationError("limit", limit, "must be a positive int or None")
+            raise ValidationError("limit", limit, "must be an int from 1 to 2**63 - 1, or None")
         if not isinstance(backwards, bool):
             raise ValidationError("backwards", backwards, "must be a bool")
         return ReadResult(self._stream(query, head, backwards, limit))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.orm import Session
 
 import sa_crablet
@@ -154,6 +154,20 @@ def session(engine: Engine) -> Iterator[Session]:
 @pytest.fixture
 def store(session: Session) -> EventStore:
     return EventStore(session)
+
+
+@pytest.fixture
+def statements(engine: Engine) -> Iterator[list[str]]:
+    """The SQL the engine runs during the test, in order. (A cursor listener also turns the
+    direct path off: everything goes through Core, where it is seen.)"""
+    seen: list[str] = []
+
+    def record(*args: Any) -> None:
+        seen.append(str(args[2]))
+
+    event.listen(engine, "before_cursor_execute", record)
+    yield seen
+    event.remove(engine, "before_cursor_execute", record)
 
 
 def count_events(engine: Engine) -> int:

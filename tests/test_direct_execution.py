@@ -192,12 +192,16 @@ def test_payloads_read_back_exactly(engine: Engine, config: EventStoreConfig) ->
     assert second.data == small
 
 
-def test_numbers_beyond_a_float_read_as_psycopg_reads_them(engine: Engine) -> None:
-    """jsonb holds numbers no Python value of ours maps to (written by other tools: a
-    non-integer beyond a float's range); both paths give what psycopg's own loader gives,
-    and integers of any size stay exact."""
+def test_numbers_beyond_a_float_read_as_the_standard_library_reads_them(engine: Engine) -> None:
+    """PostgreSQL's json holds numbers no Python value of ours maps to (written by other
+    tools: beyond a float's range); both paths give what ``json.loads`` gives, and integers
+    of any size (even past ``int()``'s 4,300 digits) stay exact."""
     huge_fraction = "1" + "0" * 400 + ".5"
-    raw = f'{{"big": {huge_fraction}, "small": -{huge_fraction}, "int": 1e400, "ok": 2}}'
+    huge_int = "1" + "0" * 5000
+    raw = (
+        f'{{"big": {huge_fraction}, "small": -{huge_fraction}, "exp": 1e400, '
+        f'"int": {huge_int}, "ok": 2}}'
+    )
     with Session(engine) as session, session.begin():
         session.execute(
             text("INSERT INTO sa_crablet_events (type, tags, data) VALUES ('T', '{}', :d)"),
@@ -208,7 +212,8 @@ def test_numbers_beyond_a_float_read_as_psycopg_reads_them(engine: Engine) -> No
         with Session(engine) as session, session.begin():
             (event,) = EventStore(session, config).read(Query.all())
             seen.append(event.data)
-    expected = {"big": float("inf"), "small": float("-inf"), "int": 10**400, "ok": 2}
+    inf = float("inf")
+    expected = {"big": inf, "small": -inf, "exp": inf, "int": 10**5000, "ok": 2}
     assert seen[0] == seen[1] == expected
 
 

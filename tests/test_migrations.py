@@ -39,11 +39,12 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 import sa_crablet
-from sa_crablet import AppendOnlyError, Event, EventStore, create_sqlite_engine
+from sa_crablet import AppendOnlyError, Event, EventStore, Query, create_sqlite_engine
 from sa_crablet._errors import translate
 from sa_crablet.migrate import autogenerate_filter
 from sa_crablet.schema import (
@@ -63,7 +64,7 @@ events = sa_crablet.events
 commands = sa_crablet.commands_table
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ALEMBIC = str(Path(sys.executable).parent / "alembic")
-HEAD = "0004_append_only_guard"
+HEAD = "0005_exact_payloads"
 PG_EVENTS_TRIGGERS = {"sa_crablet_events_append_only", "sa_crablet_events_no_truncate"}
 PG_TRIGGERS = PG_EVENTS_TRIGGERS | {
     "sa_crablet_commands_append_only",
@@ -276,7 +277,7 @@ def check_design(conn: Connection) -> None:
         }
         assert columns["position"][:2] == ("bigint", "a")  # GENERATED ALWAYS AS IDENTITY
         assert columns["tags"][0] == "text[]"
-        assert columns["data"][0] == columns["metadata"][0] == "jsonb"
+        assert columns["data"][0] == columns["metadata"][0] == "json"  # text kept as written
         assert columns["transaction_id"] == ("xid8", "", "pg_current_xact_id()")
         assert columns["recorded_at"][0] == "timestamp with time zone"
         indexes = {
@@ -321,10 +322,10 @@ def test_upgrade_builds_exactly_the_core_metadata(fresh_url: str) -> None:
             assert "alembic_version" not in table_names(conn)
             assert versions(conn, VERSION_TABLE) == [HEAD]
             check_design(conn)
-            # The comparison does look at types: JSON where the schema says jsonb is a change.
+            # The comparison does look at types: jsonb where the schema says json is a change.
             if conn.dialect.name == "postgresql":
                 altered = MetaData()
-                sa_crablet.events.to_metadata(altered).c.data.type = JSON()
+                sa_crablet.events.to_metadata(altered).c.data.type = JSONB()
                 sa_crablet.commands_table.to_metadata(altered)
                 changes = schema_differences(conn, altered)
                 assert [change[0][0] for change in changes] == ["modify_type"], changes
@@ -411,6 +412,38 @@ def test_append_only_guard_revision_downgrades_and_upgrades_with_data(fresh_url:
             with Session(engine) as session, pytest.raises(DBAPIError) as info:
                 session.execute(delete(table))
             assert isinstance(translate(info.value), AppendOnlyError), info.value
+
+
+def test_exact_payloads_revision_keeps_what_is_stored(fresh_url: str) -> None:
+    """Upgrading a store with payloads to ``0005_exact_payloads`` keeps them (as ``jsonb``
+    had made them); later appends read back exactly; the downgrade gives ``jsonb`` back."""
+    payload = '{"b": 1, "a": 1e16}'
+    with engine_for(fresh_url) as engine:
+        sa_crablet.upgrade(engine, "0003_sqlite_tag_index")
+        with engine.begin() as conn:
+            conn.execute(
+                text(f"INSERT INTO {EVENTS_TABLE} (type, tags, data) VALUES ('A', :t, :d)"),
+                {"t": "{t:1}" if conn.dialect.name == "postgresql" else '["t:1"]', "d": payload},
+            )
+        sa_crablet.upgrade(engine)
+        with engine.connect() as conn:
+            assert schema_differences(conn) == []
+        with Session(engine) as session:
+            store = EventStore(session)
+            store.append(Event("B", ["t:1"], {"b": 1, "a": 1e16, "z": -0.0}))
+            first, second = store.read(Query.all())
+            session.commit()
+        if engine.dialect.name == "postgresql":  # jsonb had normalised the first one
+            assert first.data == {"a": 10**16, "b": 1} and list(first.data) == ["a", "b"]
+        else:
+            assert first.data == {"b": 1, "a": 1e16} and list(first.data) == ["b", "a"]
+        assert repr(second.data) == repr({"b": 1, "a": 1e16, "z": -0.0})
+        sa_crablet.downgrade(engine, "0003_sqlite_tag_index")
+        with engine.connect() as conn:
+            types = {c["name"]: c["type"] for c in inspect(conn).get_columns(EVENTS_TABLE)}
+            expected = JSONB if conn.dialect.name == "postgresql" else JSON
+            assert isinstance(types["data"], expected) and isinstance(types["metadata"], expected)
+            assert conn.execute(text(f"SELECT count(*) FROM {EVENTS_TABLE}")).scalar() == 2
 
 
 # -- 3. the repository's alembic.ini --------------------------------------------------------------

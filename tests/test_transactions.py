@@ -221,6 +221,36 @@ def test_timeouts_apply_per_operation_and_restore_host_settings(
         holder.close()
 
 
+@pytest.mark.postgresql_only
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "core"])
+def test_a_sub_millisecond_lock_timeout_still_times_out(engine: Engine, direct: bool) -> None:
+    """0.4 ms is sent as 1 ms, never as 0 ms, which PostgreSQL reads as "no timeout" (the
+    append would then wait until the statement timeout)."""
+    holder = Session(engine)
+    EventStore(holder).append(Event("A", ["t"]), AppendCondition(Query.of(tags=["t"])))
+    try:
+        config = EventStoreConfig(lock_timeout=0.0004, statement_timeout=5, direct_execution=direct)
+        with Session(engine) as session:
+            with pytest.raises(OperationTimeoutError) as error:
+                EventStore(session, config).append(
+                    Event("B", ["t"]), AppendCondition(Query.of(tags=["t"]))
+                )
+            assert error.value.setting == "lock_timeout"
+    finally:
+        holder.rollback()
+        holder.close()
+
+
+@pytest.mark.sqlite_only
+def test_a_sub_millisecond_busy_timeout_is_not_zero(engine: Engine, statements: list[str]) -> None:
+    """SQLite's busy timeout is rounded up too: 0 would mean "never wait"."""
+    with Session(engine) as session:
+        EventStore(session, EventStoreConfig(lock_timeout=0.0004)).append(Event("A"))
+        session.commit()
+    settings = [s for s in statements if s.startswith("PRAGMA busy_timeout =")]
+    assert settings[0] == "PRAGMA busy_timeout = 1"  # then the engine's own is put back
+
+
 @pytest.mark.sqlite_only
 def test_sqlite_lock_timeout_applies(engine: Engine) -> None:
     holder = Session(engine)

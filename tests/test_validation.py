@@ -3,39 +3,29 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from sa_crablet import (
     AppendCondition,
+    Command,
     Event,
     EventStore,
     EventStoreConfig,
     Head,
     Query,
     QueryItem,
+    RetryPolicy,
+    Snapshot,
     ValidationError,
     tag,
 )
 from tests.conftest import count_events
-
-
-@pytest.fixture
-def statements(engine: Engine) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def record(*args: Any) -> None:
-        seen.append(str(args[2]))
-
-    event.listen(engine, "before_cursor_execute", record)
-    yield seen
-    event.remove(engine, "before_cursor_execute", record)
 
 
 @pytest.mark.parametrize(
@@ -148,3 +138,115 @@ def test_awkward_strings_round_trip(engine: Engine, type_: str, tags: list[str],
                 e.position for e in store.read(Query.of(tags=[single]), after=position - 1)
             ] == [position]
         session.rollback()
+
+
+# -- bounds and value types ------------------------------------------------------------------------
+
+TOO_FAR = 2**63  # one past PostgreSQL's bigint
+
+
+@pytest.mark.parametrize(
+    ("build", "field"),
+    [
+        (lambda: Head(TOO_FAR), "position"),
+        (lambda: Head(2**70), "position"),
+        (lambda: Head(1, "garbage"), "snapshot"),  # type: ignore[arg-type]
+        (lambda: Head(1, (1, 2, ())), "snapshot"),  # type: ignore[arg-type]
+        (lambda: AppendCondition(Query.all(), after=TOO_FAR), "position"),
+        (lambda: Snapshot(5, 4), "xmax"),
+        (lambda: Snapshot(-1, 4), "xmin"),
+        (lambda: Snapshot(1, 2**64), "xmax"),
+        (lambda: Snapshot(True, 4), "xmin"),
+        (lambda: Snapshot(1.0, 4), "xmin"),  # type: ignore[arg-type]
+        (lambda: Snapshot(1, 4, (4,)), "xip"),
+        (lambda: Snapshot(2, 4, (1,)), "xip"),
+        (lambda: Snapshot(1, 4, [2]), "xip"),  # type: ignore[arg-type]
+        (lambda: Snapshot(1, 4, ("2",)), "xip"),  # type: ignore[arg-type]
+        (lambda: Snapshot(1, 4, (), "3"), "own"),  # type: ignore[arg-type]
+        (lambda: Snapshot(1, 4, (), 2**64), "own"),
+        (lambda: Head.parse("9223372036854775808"), "position"),
+        (lambda: Head.parse("-1"), "head"),
+        (lambda: Head.parse("+1"), "head"),
+        (lambda: Head.parse(" 1"), "head"),
+        (lambda: Head.parse("1_0"), "head"),
+        (lambda: Head.parse("\u0661"), "head"),  # ARABIC-INDIC DIGIT ONE: int() takes it
+        (lambda: Head.parse("9" * 5000), "head"),
+        (lambda: Head.parse(""), "head"),
+        (lambda: Head.parse(None), "head"),  # type: ignore[arg-type]
+        (lambda: Head.parse("1@"), "snapshot"),
+        (lambda: Head.parse("1@5:4:"), "xmax"),
+        (lambda: Head.parse("1@1:4:7"), "xip"),
+        (lambda: Head.parse("1@1:4:2,,3"), "snapshot"),
+        (lambda: Head.parse("1@1:4:2/x"), "snapshot"),
+        (lambda: Head.parse("1@1:18446744073709551616:"), "xmax"),
+        (lambda: Snapshot.parse(None), "snapshot"),  # type: ignore[arg-type]
+        (lambda: Snapshot.parse("1:4:", own="x"), "own"),
+        (lambda: Snapshot.parse("1:4:", own=-1), "own"),
+        (lambda: EventStoreConfig(lock_timeout=math.nan), "lock_timeout"),
+        (lambda: EventStoreConfig(lock_timeout=math.inf), "lock_timeout"),
+        (lambda: EventStoreConfig(lock_timeout=1e10), "lock_timeout"),
+        (lambda: EventStoreConfig(statement_timeout=2147483.648), "statement_timeout"),
+        (lambda: EventStoreConfig(statement_timeout=1.7e305), "statement_timeout"),
+        (lambda: EventStoreConfig(lock_timeout=10**400), "lock_timeout"),
+        (lambda: EventStoreConfig(statement_timeout=True), "statement_timeout"),
+        (lambda: RetryPolicy(backoff="x"), "backoff"),  # type: ignore[arg-type]
+        (lambda: RetryPolicy(backoff=math.nan), "backoff"),
+        (lambda: RetryPolicy(max_backoff=math.inf), "max_backoff"),
+        (lambda: RetryPolicy(max_backoff=-1), "max_backoff"),
+        (lambda: RetryPolicy(max_backoff=None), "max_backoff"),  # type: ignore[arg-type]
+        (lambda: RetryPolicy(backoff=True), "backoff"),
+        (lambda: RetryPolicy(backoff=10**400), "backoff"),
+        (lambda: RetryPolicy(max_backoff=1e10), "max_backoff"),
+        (lambda: RetryPolicy(attempts=2.0), "attempts"),  # type: ignore[arg-type]
+        (lambda: Command("C", id=""), "id"),
+        (lambda: Command("C", id="x" * 256), "id"),
+        (lambda: Command("C", id=5), "id"),  # type: ignore[arg-type]
+    ],
+)
+def test_bad_bounds_and_values_are_refused(build: Callable[[], object], field: str) -> None:
+    with pytest.raises(ValidationError) as error:
+        build()
+    assert error.value.field == field
+
+
+def test_values_at_the_bounds_are_accepted() -> None:
+    assert Head(TOO_FAR - 1).position == TOO_FAR - 1
+    top = 2**64 - 1
+    snapshot = Snapshot(0, top, (0, top - 1), top)
+    assert Head.parse(str(Head(TOO_FAR - 1, snapshot))) == Head(TOO_FAR - 1, snapshot)
+    assert Snapshot.parse("1:4:2,3", own="9") == Snapshot(1, 4, (2, 3), 9)
+    assert Head.parse("007") == Head(7)
+    assert EventStoreConfig(lock_timeout=2147483.647).lock_timeout == 2147483.647
+    assert EventStoreConfig(statement_timeout=1e-9).statement_timeout == 1e-9
+    assert RetryPolicy(backoff=0, max_backoff=0).delay(10_000) == 0
+    assert 0 <= RetryPolicy(attempts=10**6, backoff=1e9, max_backoff=1).delay(10**5) <= 1
+    assert RetryPolicy(backoff=10**9, max_backoff=10**9).delay(70) <= 1e9
+
+
+def test_out_of_range_reads_and_lookups_run_no_sql(
+    engine: Engine, statements: list[str], session: Session
+) -> None:
+    """Positions past PostgreSQL's bigint and ids of the wrong kind are refused before any
+    SQL (they would have been DataError / OverflowError from the driver)."""
+    store = EventStore(session)
+    calls: list[Callable[[], object]] = [
+        lambda: store.read(Query.all(), after=TOO_FAR),
+        lambda: store.read(Query.all(), limit=TOO_FAR),
+        lambda: store.read(Query.all(), limit=2**64 + 5),
+        lambda: store.append(Event("A"), AppendCondition(Query.all(), after=TOO_FAR)),
+        lambda: store.command_of_event("x"),  # type: ignore[arg-type]
+        lambda: store.command_of_event(TOO_FAR),
+        lambda: store.command_of_event(-1),
+        lambda: store.command_of_event(True),
+        lambda: store.command(1),  # type: ignore[arg-type]
+        lambda: store.command(None),  # type: ignore[arg-type]
+        lambda: store.command("a\x00b"),
+        lambda: store.events_of_command(b"id"),  # type: ignore[arg-type]
+    ]
+    for call in calls:
+        with pytest.raises(ValidationError):
+            call()
+    assert statements == []
+    assert list(store.read(Query.all(), after=TOO_FAR - 1, limit=TOO_FAR - 1)) == []
+    assert store.command_of_event(TOO_FAR - 1) is None
+    assert store.command("x" * 255) is None

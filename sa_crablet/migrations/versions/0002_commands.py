@@ -14,9 +14,9 @@ from sa_crablet.schema import (
     COMMANDS_TABLE,
     EVENTS_TABLE,
     IX_EVENTS_COMMAND,
+    JSONB_PAYLOAD,
     MAX_COMMAND_ID_LENGTH,
     PG_COMMANDS_TRANSACTION_DEFAULT,
-    Payload,
     TransactionId,
 )
 
@@ -31,8 +31,8 @@ def upgrade() -> None:
         COMMANDS_TABLE,
         sa.Column("id", sa.String(MAX_COMMAND_ID_LENGTH), nullable=False),
         sa.Column("type", sa.String(255), nullable=False),
-        sa.Column("data", Payload(), nullable=True),
-        sa.Column("metadata", Payload(), nullable=True),
+        sa.Column("data", JSONB_PAYLOAD, nullable=True),
+        sa.Column("metadata", JSONB_PAYLOAD, nullable=True),
         sa.Column("transaction_id", TransactionId(), nullable=True),
         sa.Column(
             "executed_at",
