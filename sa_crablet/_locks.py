@@ -67,36 +67,43 @@ class LockPlan:
 ESCALATED = LockPlan((GLOBAL_KEY,), (True,))
 
 
-def condition_keys(query: Query) -> set[int]:
+def condition_keys(query: Query, most: int | None = None) -> set[int] | None:
+    """The exclusive keys of a condition, or ``None`` once there would be more than
+    ``most``; ``Query.all()`` has the global key alone."""
     if query.match_all:
         return {GLOBAL_KEY}
-    keys: set[int] = set()
+    pairs: set[tuple[str, str]] = set()
     for item in query.items:
         # Any one of the item's tags is enough: a matching event carries all of them.
         tag = item.tags[0] if item.tags else ANY
-        for type_ in item.types or (ANY,):
-            keys.add(lock_key(type_, tag))
-    return keys
+        pairs.update((type_, tag) for type_ in item.types or (ANY,))
+        if most is not None and len(pairs) > most:
+            return None
+    return {lock_key(type_, tag) for type_, tag in pairs}
 
 
-def event_keys(events: Iterable[Event]) -> set[int]:
-    keys = {GLOBAL_KEY}
+def event_keys(events: Iterable[Event], most: int | None = None) -> set[int] | None:
+    """The shared keys of ``events``, or ``None`` once there would be more than ``most``
+    (counted before any is hashed: a large batch escalates without hashing its pairs)."""
+    pairs = {(ANY, ANY)}
     for event in events:
-        keys.add(lock_key(event.type, ANY))
+        pairs.add((event.type, ANY))
         for tag in event.tags:
-            keys.add(lock_key(event.type, tag))
-            keys.add(lock_key(ANY, tag))
-    return keys
+            pairs.add((event.type, tag))
+            pairs.add((ANY, tag))
+        if most is not None and len(pairs) > most:
+            return None
+    return {lock_key(type_, tag) for type_, tag in pairs}
 
 
 def plan(query: Query | None, events: Iterable[Event]) -> LockPlan:
     """The keys for an append of ``events`` under a condition on ``query`` (``None``: an
     unconditional append; no events: ``check()``). Exclusive wins over shared."""
-    exclusive = condition_keys(query) if query is not None else set()
-    if GLOBAL_KEY in exclusive:
+    exclusive = condition_keys(query, MAX_KEYS) if query is not None else set()
+    if exclusive is None or GLOBAL_KEY in exclusive:
         return ESCALATED
-    shared = event_keys(events)
-    if len(exclusive) + len(shared) > MAX_KEYS:
+    shared = event_keys(events, MAX_KEYS - len(exclusive))
+    if shared is None or len(exclusive | shared) > MAX_KEYS:
         return ESCALATED
     keys = sorted(exclusive | shared)
     return LockPlan(tuple(keys), tuple(key in exclusive for key in keys))
