@@ -22,24 +22,24 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, text
 
 from benchmarks.fault_kit import Ledger
-from sa_crablet import commands_table, events
+from sa_crablet import commands_table, events_table
 
 BATCHES = text(
     f"SELECT data ->> 'fault_batch', count(*), count(DISTINCT (data ->> 'i')::int), "
     f"min((data ->> 'n')::int), max((data ->> 'n')::int) "
-    f"FROM {events.name} WHERE data ->> 'fault_batch' IS NOT NULL GROUP BY 1"
+    f"FROM {events_table.name} WHERE data ->> 'fault_batch' IS NOT NULL GROUP BY 1"
 )
 COMMANDS_WITHOUT_EVENTS = text(
     f"SELECT count(*) FROM {commands_table.name} c "
     f"LEFT JOIN LATERAL (SELECT count(*) AS n, max(e.position) AS last "
-    f"FROM {events.name} e WHERE e.command_id = c.id) e ON true "
+    f"FROM {events_table.name} e WHERE e.command_id = c.id) e ON true "
     f"WHERE e.n <> c.event_count OR e.last IS DISTINCT FROM c.last_position"
 )
 EVENTS_WITHOUT_COMMAND = text(
-    f"SELECT count(*) FROM {events.name} e WHERE e.command_id IS NOT NULL "
+    f"SELECT count(*) FROM {events_table.name} e WHERE e.command_id IS NOT NULL "
     f"AND NOT EXISTS (SELECT 1 FROM {commands_table.name} c WHERE c.id = e.command_id)"
 )
-DUPLICATE_POSITIONS = text(f"SELECT count(*) - count(DISTINCT position) FROM {events.name}")
+DUPLICATE_POSITIONS = text(f"SELECT count(*) - count(DISTINCT position) FROM {events_table.name}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +95,7 @@ def inspect_log(engine: Engine, ledger: Ledger) -> LogReport:
 
 COMMAND_STATE = text(
     f"SELECT (SELECT count(*) FROM {commands_table.name} WHERE id = :id), "
-    f"(SELECT count(*) FROM {events.name} WHERE command_id = :id)"
+    f"(SELECT count(*) FROM {events_table.name} WHERE command_id = :id)"
 )
 
 

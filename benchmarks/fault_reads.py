@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session
 
 from benchmarks.fault_kit import Ledger, backend_pid, marked_batch
 from benchmarks.fault_target import Target, boundary, recover
-from sa_crablet import Query, counter
+from sa_crablet import Query
+from sa_crablet.projectors import counter
 
 READ_EVENTS = 40
 PAGE = 5

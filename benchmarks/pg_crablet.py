@@ -19,8 +19,8 @@ from sa_crablet import (
     EventStore,
     EventStoreConfig,
     Query,
-    counter,
 )
+from sa_crablet.projectors import counter
 
 
 def engine_for(dsn: str, dbname: str, pool_size: int = 10) -> Engine:

@@ -59,13 +59,14 @@ from sa_crablet import (
     EventStoreConfig,
     Head,
     Query,
-    _driver,
-    statements,
 )
-from sa_crablet import store as store_module
-from sa_crablet._locks import plan
+from sa_crablet._plans.appends import append_plan, checked_insert, encode_batch
+from sa_crablet._plans.locks import plan
+from sa_crablet._plans.reads import read_plan
+from sa_crablet._plans.rows import to_event
+from sa_crablet._plans.shapes import Scope
+from sa_crablet._runners.psycopg import compiled
 from sa_crablet.query import Snapshot
-from sa_crablet.streams import to_event
 
 RESULTS = Path(__file__).resolve().parent / "results"
 E = EVENTS_TABLE
@@ -349,12 +350,11 @@ def micro_costs(store: CrabletPg) -> dict[str, float]:
     q1 = Query.of(types=[ev.type], tags=[ev.tag])
     q4 = Query.of(types=TYPES, tags=[ev.tag])
     head = Head(123, Snapshot(100, 105, (101, 103)))
-    shapes = (statements.query_shape(q4), statements.head_shape(head, "postgresql"))
-    checked = statements.checked_insert_statement(*shapes)
-    params = statements.query_params(q4) | statements.head_params(head, "postgresql")
-    params |= {"batch": "[]", "command_id": None, "isolation_checked": False}
+    scope = Scope.of(q4, head, "postgresql")
+    checked = checked_insert(scope.query, scope.head)
+    params = scope.params | {"batch": "[]", "command_id": None, "isolation_checked": False}
     dialect = store.engine.dialect
-    form = _driver.compiled(checked, dialect)
+    form = compiled(checked, dialect)
     row = (1, ev.type, [ev.tag], ev.data, None, __import__("datetime").datetime.now().astimezone())
     session = Session(store.engine)
     costs = {
@@ -363,23 +363,21 @@ def micro_costs(store: CrabletPg) -> dict[str, float]:
             lambda: AppendCondition(Query.of(types=[ev.type], tags=[ev.tag]), 123)
         ),
         "EventStore(session)": micro_us(lambda: EventStore(session)),
-        "_encode_batch([event])": micro_us(lambda: store_module._encode_batch([event])),
-        "_locks.plan(query, [event])": micro_us(lambda: plan(q1, [event])),
-        "query_shape + head_shape (per append)": micro_us(
-            lambda: (statements.query_shape(q4), statements.head_shape(head, "postgresql"))
+        "encode_batch([event])": micro_us(lambda: encode_batch([event])),
+        "locks.plan(query, [event])": micro_us(lambda: plan(q1, [event])),
+        "Scope.of (shapes and parameters, per append)": micro_us(
+            lambda: Scope.of(q4, head, "postgresql")
         ),
-        "query_params + head_params (per append)": micro_us(
-            lambda: statements.query_params(q4) | statements.head_params(head, "postgresql")
+        "append_plan(...) (per conditional append)": micro_us(
+            lambda: append_plan("postgresql", [event], scope, plan(q4, [event]))
         ),
-        "checked_insert_statement(...) (lru_cache hit)": micro_us(
-            lambda: statements.checked_insert_statement(*shapes)
+        "checked_insert(...) (lru_cache hit)": micro_us(
+            lambda: checked_insert(scope.query, scope.head)
         ),
-        "_driver.compiled(...) (lru_cache hit)": micro_us(
-            lambda: _driver.compiled(checked, dialect)
-        ),
+        "compiled(...) (lru_cache hit)": micro_us(lambda: compiled(checked, dialect)),
         "Compiled.bind(params)": micro_us(lambda: form.bind(params)),
-        "read_params (per read)": micro_us(
-            lambda: statements.read_params(q4, None, None, "postgresql")
+        "read_plan(...).first (per read)": micro_us(
+            lambda: read_plan(q4, None, False, None, "postgresql", 1000).first
         ),
         "to_event(row) (per event read)": micro_us(lambda: to_event(row)),
         "Snapshot.parse": micro_us(lambda: Snapshot.parse("100:105:101,103", "102")),

@@ -25,8 +25,8 @@ from sa_crablet import (
     SequencedEvent,
     ValidationError,
     fail_if_exists,
-    tag,
 )
+from sa_crablet.events import tag
 
 PLACED, ITEM, SUBMITTED = "OrderPlaced", "ItemAdded", "OrderSubmitted"
 

@@ -29,10 +29,9 @@ from sa_crablet import (
     QueryItem,
     SequencedEvent,
     StateProjector,
-    by_type,
-    exists,
-    tag,
 )
+from sa_crablet.events import tag
+from sa_crablet.projectors import by_type, exists
 
 COURSE_SCHEDULED = "CourseScheduled"
 STUDENT_REGISTERED = "StudentRegistered"

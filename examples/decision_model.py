@@ -37,10 +37,8 @@ from sa_crablet import (
     EventStore,
     Query,
     StateProjector,
-    counter,
-    exists,
-    last_event,
 )
+from sa_crablet.projectors import counter, exists, last_event
 
 
 def projectors(course_id: str, student_id: str) -> list[StateProjector[Any]]:

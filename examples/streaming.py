@@ -28,15 +28,13 @@ from examples._common import Database, check, fail, parser, positive_int, run, s
 from sa_crablet import (
     Event,
     EventStore,
-    ProjectionProgress,
     Query,
     SequencedEvent,
     StateProjector,
-    counter,
-    fold,
-    last_event,
-    tag,
 )
+from sa_crablet.events import tag
+from sa_crablet.projection import ProjectionProgress
+from sa_crablet.projectors import counter, fold, last_event
 
 READING, ALARM = "ReadingRecorded", "AlarmRaised"
 SENSORS = 10

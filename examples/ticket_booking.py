@@ -49,10 +49,9 @@ from sa_crablet import (
     QueryItem,
     RetryPolicy,
     SequencedEvent,
-    by_type,
-    exists,
-    tag,
 )
+from sa_crablet.events import tag
+from sa_crablet.projectors import by_type, exists
 
 SCHEDULED, BOOKED = "ConcertScheduled", "TicketsBooked"
 

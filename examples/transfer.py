@@ -35,9 +35,9 @@ from sa_crablet import (
     RetryPolicy,
     SequencedEvent,
     StateProjector,
-    exists,
-    tag,
 )
+from sa_crablet.events import tag
+from sa_crablet.projectors import exists
 
 OPENED = "AccountOpened"
 TRANSFERRED = "MoneyTransferred"

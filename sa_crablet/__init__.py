@@ -1,12 +1,22 @@
-"""sa_crablet: a Dynamic Consistency Boundary event store for SQLAlchemy applications."""
+"""sa_crablet: a Dynamic Consistency Boundary event store for SQLAlchemy applications.
 
-from sa_crablet.commands import Command, CommandRecord, CommandResult, Decision
+The names below are the public surface. More lives in modules of its own: projector helpers
+in :mod:`sa_crablet.projectors`, tag helpers in :mod:`sa_crablet.events`, heads' snapshots
+in :mod:`sa_crablet.query`, projection progress in :mod:`sa_crablet.projection`, command
+records in :mod:`sa_crablet.commands`, migrations in :mod:`sa_crablet.migrate`, the tables'
+``MetaData`` in :mod:`sa_crablet.schema`, statements for inspection in
+:mod:`sa_crablet.statements`.
+"""
+
+from sa_crablet._clauses import query_clause
+from sa_crablet.commands import Command, CommandResult, Decision
 from sa_crablet.config import EventStoreConfig
-from sa_crablet.events import Event, SequencedEvent, as_tags, split_tag, tag, tags
+from sa_crablet.events import Event, SequencedEvent
 from sa_crablet.exceptions import (
     AppendOnlyError,
     ConcurrencyError,
     CrabletError,
+    DuplicateCommandError,
     MutationNotAllowedError,
     OperationTimeoutError,
     ReadNotFinishedError,
@@ -16,81 +26,60 @@ from sa_crablet.exceptions import (
     UnsupportedSetupError,
     ValidationError,
 )
-from sa_crablet.executor import CommandExecutor, Handler, RetryPolicy
+from sa_crablet.executor import CommandExecutor, RetryPolicy
 from sa_crablet.maintenance import allow_mutation
-from sa_crablet.migrate import create_schema, downgrade, include_object, upgrade
-from sa_crablet.projection import (
-    DecisionModel,
-    ProjectionProgress,
-    StateProjector,
-    by_type,
-    counter,
-    exists,
-    fold,
-    last_event,
-)
-from sa_crablet.query import AppendCondition, Head, Query, QueryItem, Snapshot, fail_if_exists
+from sa_crablet.migrate import create_schema, upgrade
+from sa_crablet.projection import DecisionModel, StateProjector
+from sa_crablet.query import AppendCondition, Head, Query, QueryItem, fail_if_exists
 from sa_crablet.schema import commands as commands_table
-from sa_crablet.schema import events, metadata
+from sa_crablet.schema import events as events_table
 from sa_crablet.sqlite import create_sqlite_engine
-from sa_crablet.statements import query_clause
 from sa_crablet.store import EventStore
-from sa_crablet.streams import ProjectionStream, ReadResult
+from sa_crablet.streams import ReadResult
 
 __version__ = "0.1.0"
 
 __all__ = [
+    # values
+    "AppendCondition",
+    "Event",
+    "Head",
+    "Query",
+    "QueryItem",
+    "SequencedEvent",
+    "fail_if_exists",
+    # the store and its decision models
+    "DecisionModel",
+    "EventStore",
+    "EventStoreConfig",
+    "ReadResult",
+    "StateProjector",
+    # commands
     "Command",
     "CommandExecutor",
-    "CommandRecord",
     "CommandResult",
     "Decision",
-    "Handler",
     "RetryPolicy",
-    "AppendCondition",
+    # errors
     "AppendOnlyError",
     "ConcurrencyError",
     "CrabletError",
-    "DecisionModel",
-    "Event",
-    "EventStore",
-    "EventStoreConfig",
-    "Head",
+    "DuplicateCommandError",
     "MutationNotAllowedError",
     "OperationTimeoutError",
-    "ProjectionProgress",
-    "ProjectionStream",
-    "Query",
-    "QueryItem",
     "ReadNotFinishedError",
-    "ReadResult",
     "SchemaError",
-    "SequencedEvent",
-    "Snapshot",
-    "StateProjector",
     "TooManyAppendsError",
     "TooManyProjectionsError",
     "UnsupportedSetupError",
     "ValidationError",
-    "__version__",
+    # schema, migrations, set-up
     "allow_mutation",
-    "as_tags",
-    "by_type",
     "commands_table",
-    "counter",
     "create_schema",
     "create_sqlite_engine",
-    "downgrade",
-    "events",
-    "exists",
-    "fail_if_exists",
-    "fold",
-    "include_object",
-    "last_event",
-    "metadata",
+    "events_table",
     "query_clause",
-    "split_tag",
-    "tag",
-    "tags",
     "upgrade",
+    "__version__",
 ]

@@ -8,17 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Boolean, ColumnElement, String, and_, bindparam, or_, true
+from sqlalchemy import Boolean, ColumnElement, and_, bindparam, or_, true
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.sql.visitors import InternalTraversal
 
 from sa_crablet.query import Query, QueryItem
-from sa_crablet.schema import EVENT_TAGS_TABLE, TagArray, events
-
-POSTGRESQL = "postgresql"
-SQLITE = "sqlite"
+from sa_crablet.schema import EVENT_TAGS_TABLE, POSTGRESQL, TagArray, events
 
 EVENT_COLUMNS = ("position", "type", "tags", "data", "metadata", "recorded_at")
 """The columns a read returns, in :class:`~sa_crablet.SequencedEvent`'s order."""
@@ -105,17 +102,3 @@ def query_clause(query: Query, table: Any = events) -> ColumnElement[bool]:
     if query.match_all:
         return true()
     return or_(*(item_clause(item, table) for item in query.items))
-
-
-class _Xid8Type(String):
-    """Cast target for ``xid8`` values (bound as text, cast in SQL)."""
-
-    cache_ok = True
-
-
-@compiles(_Xid8Type, POSTGRESQL)
-def _xid8_type(element: _Xid8Type, compiler: Any, **kw: Any) -> str:
-    return "XID8"
-
-
-XID8 = _Xid8Type()

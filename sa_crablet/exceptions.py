@@ -73,6 +73,21 @@ class ConcurrencyError(CrabletError):
         super().__init__(message)
 
 
+class DuplicateCommandError(CrabletError):
+    """A command's id was recorded by another transaction after this one looked it up: the
+    command has been executed once already, and what this transaction appended for it must
+    be rolled back (the transaction, or the savepoint around the command). ``command_id`` is
+    the id. :class:`~sa_crablet.CommandExecutor` handles it: it rolls back and returns the
+    first execution's outcome."""
+
+    def __init__(self, command_id: str) -> None:
+        self.command_id = command_id
+        super().__init__(
+            f"command {command_id!r} was executed by another transaction meanwhile; "
+            "roll back what this one appended for it"
+        )
+
+
 class OperationTimeoutError(CrabletError):
     """A configured timeout expired. The host transaction is aborted and must be rolled back.
 

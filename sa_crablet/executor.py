@@ -13,11 +13,12 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from sa_crablet._errors import translated
-from sa_crablet._runner import Runner
+from sa_crablet._runners.base import Runner
+from sa_crablet._runners.choose import runner_for
 from sa_crablet._validation import check_seconds
 from sa_crablet.commands import Command, CommandResult, as_decision
 from sa_crablet.config import EventStoreConfig
-from sa_crablet.exceptions import ConcurrencyError, ValidationError
+from sa_crablet.exceptions import ConcurrencyError, DuplicateCommandError, ValidationError
 from sa_crablet.store import EventStore
 
 Handler = Callable[[EventStore, Command], Any]
@@ -131,34 +132,34 @@ class CommandExecutor:
         self, session: Session, command: Command, handler: Handler, *, attempts: int, host: bool
     ) -> CommandResult:
         store = EventStore(session, self.config)
-        run = Runner.of(session.connection(), store.config)
+        runner = runner_for(session.connection(), store.config)
         # A connection with no transaction open (AUTOCOMMIT) would commit the look-up, the
         # handler's reads, the append and the record one by one: the command runs in a
         # transaction of its own instead, which the executor also ends in the host's mode
         # (there is no host transaction to end it).
-        own = run.own
-        if own or (not host and run.dialect == "sqlite"):
-            # On SQLite the write lock is taken up front: a transaction that reads first and
-            # writes later would otherwise fail to upgrade when another writer got in.
-            run.begin()
+        own = runner.own
+        if own or (not host and runner.write_lock_up_front):
+            # SQLite: a transaction that reads first and writes later would fail to upgrade
+            # its lock when another writer got in between, so it takes it from the start.
+            runner.begin()
         if not (own and host):
-            return self._decide(session, store, command, handler, attempts=attempts, host=host)
+            return self._decide(session, store, runner, command, handler, attempts, host)
         try:
-            result = self._decide(session, store, command, handler, attempts=attempts, host=host)
+            result = self._decide(session, store, runner, command, handler, attempts, host)
         except BaseException:
-            run.end(commit=False)
+            runner.end(commit=False)
             raise
         with translated():
-            run.end(commit=True)
+            runner.end(commit=True)
         return result
 
     def _decide(
         self,
         session: Session,
         store: EventStore,
+        runner: Runner,
         command: Command,
         handler: Handler,
-        *,
         attempts: int,
         host: bool,
     ) -> CommandResult:
@@ -166,7 +167,7 @@ class CommandExecutor:
         if done is not None:
             return CommandResult(command.id, done.last_position, done.event_count, True, attempts)
         if host:
-            _ensure_sqlite_transaction(session)
+            runner.ensure_transaction()  # a savepoint needs the host's transaction open
         # In the host's transaction, a savepoint makes "nothing is written" hold for a failed
         # handler or a duplicate, while the host's own earlier work stays.
         scope = session.begin_nested() if host else None
@@ -176,26 +177,22 @@ class CommandExecutor:
                 raise ValidationError(
                     "handler", decision, f"the handler for {command.type!r} returned no events"
                 )
+            position: int | None = None
             if decision.events:
-                position, recorded = store._append_recorded(
-                    decision.events, decision.condition, command
-                )
+                position = store.append(decision.events, decision.condition, command=command)
             else:
                 if decision.condition is not None:
                     store.check(decision.condition)  # nothing to append, only if still true
-                position, recorded = None, store._record_command(command, None, 0)
-            if not recorded:
-                # The same id committed meanwhile (we waited for it): undo, report the first.
-                if scope is not None:
-                    scope.rollback()
-                    scope = None
-                else:
-                    session.rollback()
-                first = store.command(command.id)
-                assert first is not None
-                return CommandResult(
-                    command.id, first.last_position, first.event_count, True, attempts
-                )
+                store.record_command(command)
+        except DuplicateCommandError:
+            # The same id committed meanwhile (we waited for it): undo, report the first.
+            if scope is not None:
+                scope.rollback()
+            else:
+                session.rollback()
+            first = store.command(command.id)
+            assert first is not None
+            return CommandResult(command.id, first.last_position, first.event_count, True, attempts)
         except BaseException:
             if scope is not None and scope.is_active:
                 scope.rollback()
@@ -203,17 +200,6 @@ class CommandExecutor:
         if scope is not None:
             scope.commit()
         return CommandResult(command.id, position, len(decision.events), False, attempts)
-
-
-def _ensure_sqlite_transaction(session: Session) -> None:
-    """pysqlite opens a transaction only before the first write, and releasing a SAVEPOINT
-    that is not inside a transaction commits in SQLite: open the host's transaction first."""
-    connection = session.connection()
-    if connection.dialect.name != "sqlite":
-        return
-    raw = connection.connection.driver_connection
-    if raw is not None and not raw.in_transaction:
-        connection.exec_driver_sql("BEGIN")
 
 
 def _commit(session: Session) -> None:

@@ -38,6 +38,10 @@ from sqlalchemy.types import TypeDecorator, TypeEngine, UserDefinedType
 
 from sa_crablet._json import load_stored
 
+POSTGRESQL = "postgresql"
+SQLITE = "sqlite"
+"""The dialect names (``dialect.name``) the store knows."""
+
 TABLE_PREFIX = "sa_crablet_"
 EVENTS_TABLE = f"{TABLE_PREFIX}events"
 VERSION_TABLE = f"{TABLE_PREFIX}alembic_version"
@@ -91,7 +95,7 @@ class TransactionId(TypeDecorator[int]):
     cache_ok = True
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
-        if dialect.name == "postgresql":
+        if dialect.name == POSTGRESQL:
             return dialect.type_descriptor(Xid8())
         return dialect.type_descriptor(BigInteger())
 
@@ -103,7 +107,7 @@ class TagArray(TypeDecorator[tuple[str, ...]]):
     cache_ok = True
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
-        if dialect.name == "postgresql":
+        if dialect.name == POSTGRESQL:
             return dialect.type_descriptor(ARRAY(Text))
         return dialect.type_descriptor(JSON())
 
@@ -128,13 +132,13 @@ class Payload(TypeDecorator[Any]):
     cache_ok = True
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
-        if dialect.name == "postgresql":
+        if dialect.name == POSTGRESQL:
             return dialect.type_descriptor(postgresql.JSON(none_as_null=True))
         return dialect.type_descriptor(JSON(none_as_null=True))
 
     def bind_processor(self, dialect: Dialect) -> Any:
         serialize = super().bind_processor(dialect)
-        if dialect.name != "sqlite" or serialize is None:
+        if dialect.name != SQLITE or serialize is None:
             return serialize
 
         def bind(value: Any) -> Any:
@@ -169,7 +173,7 @@ def sqlite_payload(text: ColumnElement[Any]) -> ColumnElement[Any]:
     return case((number, cast(text, LargeBinary)), else_=text)
 
 
-JSONB_PAYLOAD = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+JSONB_PAYLOAD = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), POSTGRESQL)
 """The payload columns' type before revision ``0005_exact_payloads`` (``jsonb`` on
 PostgreSQL): what the earlier migrations create, kept as it was."""
 
@@ -181,7 +185,7 @@ events = Table(
     # Positions only ever grow: IDENTITY on PostgreSQL, AUTOINCREMENT on SQLite (never reused).
     Column(
         "position",
-        BigInteger().with_variant(Integer(), "sqlite"),
+        BigInteger().with_variant(Integer(), SQLITE),
         Identity(always=True),
         primary_key=True,
         autoincrement=True,
@@ -199,8 +203,8 @@ events = Table(
 )
 
 Index(IX_EVENTS_TYPE, events.c.type, events.c.position)
-Index(IX_EVENTS_TAGS, events.c.tags, postgresql_using="gin").ddl_if(dialect="postgresql")
-Index(IX_EVENTS_TRANSACTION, events.c.transaction_id).ddl_if(dialect="postgresql")
+Index(IX_EVENTS_TAGS, events.c.tags, postgresql_using="gin").ddl_if(dialect=POSTGRESQL)
+Index(IX_EVENTS_TRANSACTION, events.c.transaction_id).ddl_if(dialect=POSTGRESQL)
 Index(IX_EVENTS_COMMAND, events.c.command_id)
 
 commands = Table(
@@ -214,7 +218,7 @@ commands = Table(
     Column("transaction_id", TransactionId(), nullable=True),
     Column("executed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     # The outcome, returned again when the same id is executed again.
-    Column("last_position", BigInteger().with_variant(Integer(), "sqlite"), nullable=True),
+    Column("last_position", BigInteger().with_variant(Integer(), SQLITE), nullable=True),
     Column("event_count", Integer(), nullable=False),
 )
 
@@ -378,12 +382,12 @@ def sqlite_extra_ddl() -> tuple[str, ...]:
 # the guard function (CREATE OR REPLACE), so either table can also be created on its own.
 _AFTER_CREATE: dict[Table, dict[str, tuple[str, ...]]] = {
     events: {
-        "postgresql": (PG_TRANSACTION_DEFAULT, PG_GUARD_FUNCTION, *PG_GUARD_TRIGGERS),
-        "sqlite": sqlite_extra_ddl(),
+        POSTGRESQL: (PG_TRANSACTION_DEFAULT, PG_GUARD_FUNCTION, *PG_GUARD_TRIGGERS),
+        SQLITE: sqlite_extra_ddl(),
     },
     commands: {
-        "postgresql": (PG_COMMANDS_TRANSACTION_DEFAULT, *PG_GUARD_0004),
-        "sqlite": SQLITE_COMMANDS_GUARD_TRIGGERS,
+        POSTGRESQL: (PG_COMMANDS_TRANSACTION_DEFAULT, *PG_GUARD_0004),
+        SQLITE: SQLITE_COMMANDS_GUARD_TRIGGERS,
     },
 }
 for _table, _by_dialect in _AFTER_CREATE.items():

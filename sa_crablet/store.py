@@ -1,5 +1,9 @@
-"""The event store bound to a SQLAlchemy Session: its operations, validated, run through a
-:class:`~sa_crablet._runner.Runner` that decides how their statements reach the database."""
+"""The event store bound to a SQLAlchemy Session.
+
+Each operation validates its input (before any SQL), builds its plan
+(:mod:`sa_crablet._plans`), and runs it with the runner chosen for the session's connection
+(:mod:`sa_crablet._runners`); the store itself never knows how the statements travel.
+"""
 
 from __future__ import annotations
 
@@ -7,40 +11,46 @@ import itertools
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-import msgspec
 from sqlalchemy.orm import Session, scoped_session
 
-from sa_crablet import _locks, statements
-from sa_crablet._command_log import CommandLog
-from sa_crablet._connection import fresh_conflict
+from sa_crablet._ledger import LEDGER
 from sa_crablet._limits import limiter
-from sa_crablet._runner import Call, Runner
-from sa_crablet._validation import to_json
+from sa_crablet._plans import commands as command_plans
+from sa_crablet._plans.appends import (
+    Appended,
+    append_plan,
+    check_plan,
+    first_position,
+    wanted_locks,
+)
+from sa_crablet._plans.locks import LockPlan
+from sa_crablet._plans.reads import ReadPlan, read_plan
+from sa_crablet._plans.shapes import Scope
+from sa_crablet._runners.base import Runner
+from sa_crablet._runners.choose import runner_for
+from sa_crablet._validation import check_command_id, check_position
+from sa_crablet.commands import Command, CommandRecord
 from sa_crablet.config import EventStoreConfig
 from sa_crablet.events import Event, SequencedEvent
 from sa_crablet.exceptions import (
     ConcurrencyError,
-    CrabletError,
+    DuplicateCommandError,
     TooManyAppendsError,
     TooManyProjectionsError,
     ValidationError,
 )
 from sa_crablet.projection import DecisionModel, StateProjector, check_projectors, union_query
-from sa_crablet.query import AppendCondition, Head, Query, Snapshot, check_after
-from sa_crablet.streams import (
-    ProjectionStream,
-    ReadResult,
-    next_head,
-    project_events,
-    to_event,
-)
+from sa_crablet.query import AppendCondition, Head, Query, check_after
+from sa_crablet.streams import ProjectionStream, ReadResult, project_events
 
 
-class EventStore(CommandLog):
+class EventStore:
     """A DCB event store that works inside the caller's ``Session`` transaction.
 
     It never commits, rolls back or flushes the session: events appended here commit or roll
-    back with whatever else the host does in the same transaction.
+    back with whatever else the host does in the same transaction. (On a connection with
+    no transaction open, an ``AUTOCOMMIT`` engine, each operation is a transaction of its
+    own.)
     """
 
     def __init__(
@@ -63,44 +73,74 @@ class EventStore(CommandLog):
     # -- appends ---------------------------------------------------------------------------------
 
     def append(
-        self, events: Iterable[Event] | Event, condition: AppendCondition | None = None
+        self,
+        events: Iterable[Event] | Event,
+        condition: AppendCondition | None = None,
+        *,
+        command: Command | None = None,
     ) -> int:
         """Append ``events`` atomically; return the position of the last one.
 
         With a ``condition``, nothing is written and :class:`ConcurrencyError` is raised if an
         event matching ``condition.fail_if_events_match`` exists after ``condition.after``.
         Then the host transaction is still usable (``error.transaction_usable``).
-        """
-        return self._append(events, condition, None)[0]
 
-    def _append(
-        self,
-        events: Iterable[Event] | Event,
-        condition: AppendCondition | None,
-        command_id: str | None,
-        record: dict[str, Any] | None = None,
-    ) -> tuple[int, bool | None]:
-        """Append; with ``record`` (a command's parameters) also record the command in the
-        same unit on PostgreSQL, reporting whether it was written (``None``: not attempted,
-        the caller records it itself)."""
+        With a ``command``, the events are linked to it and the command is recorded in the
+        command log in the same transaction. If its id was recorded meanwhile by another
+        transaction, :class:`DuplicateCommandError` is raised and this transaction (or its
+        savepoint) must be rolled back: :class:`~sa_crablet.CommandExecutor` does all that.
+        """
         batch = self._check_batch(events)
         if condition is not None and not isinstance(condition, AppendCondition):
             raise ValidationError("condition", condition, "must be an AppendCondition or None")
-        payload = _encode_batch(batch)
-        run = Runner.of(self.session.connection(), self.config)
-        params: dict[str, Any] = {"batch": payload, "command_id": command_id}
-        trailer: list[Call] = []
-        if record is not None and run.dialect == statements.POSTGRESQL:
-            trailer.append(Call(statements.record_appended_command(), record))
-        with self._appends.slot(), run.translated(condition):
-            if condition is None:
-                positions, recorded = self._plain_append(run, batch, params, trailer)
-            elif run.dialect == statements.POSTGRESQL:
-                positions, recorded = self._checked_append(run, condition, batch, params, trailer)
-            else:
-                positions, recorded = self._sqlite_checked_append(run, condition, params), None
-        last: int = max(positions)
-        return last, recorded
+        if command is not None and not isinstance(command, Command):
+            raise ValidationError("command", command, "must be a Command or None")
+        query = None if condition is None else condition.fail_if_events_match
+        runner = self._runner()
+        dialect = runner.dialect
+        scope = None if condition is None else Scope.of(query, condition.head, dialect)  # type: ignore[arg-type]
+        plan = append_plan(
+            dialect, batch, scope, self._locks(runner, wanted_locks(dialect, query, batch)), command
+        )
+        with self._appends.slot(), runner.translated(condition):
+            appended = runner.run(plan.main)
+            if appended.unchecked:
+                # A fixed snapshot (REPEATABLE READ, SERIALIZABLE) cannot see what others
+                # committed after it: check on a fresh one, then insert (the insert's own
+                # check still covers this transaction's own events).
+                assert plan.fresh_check is not None and plan.after_check is not None
+                conflict = first_position(runner.fresh(plan.fresh_check))
+                appended = (
+                    Appended(conflict=conflict)
+                    if conflict is not None
+                    else runner.run(plan.after_check)
+                )
+            if appended.failed:
+                conflict = appended.conflict
+                if conflict is None and plan.report is not None:
+                    conflict = first_position(runner.rows(plan.report))
+                raise _condition_failed(condition, conflict)
+            last = max(appended.positions)
+            if command is not None:
+                recorded = appended.recorded
+                if recorded is None:  # the plan could not carry the record: record it now
+                    recorded = runner.run(
+                        command_plans.record_plan(dialect, command, last, len(batch))
+                    )
+                if not recorded:
+                    raise DuplicateCommandError(command.id)
+        return last
+
+    def record_command(self, command: Command) -> None:
+        """Record a command that appended nothing, in the command log, in this transaction;
+        :class:`DuplicateCommandError` if its id was recorded meanwhile (see :meth:`append`)."""
+        if not isinstance(command, Command):
+            raise ValidationError("command", command, "must be a Command")
+        runner = self._runner()
+        with runner.translated():
+            recorded = runner.run(command_plans.record_plan(runner.dialect, command, None, 0))
+        if not recorded:
+            raise DuplicateCommandError(command.id)
 
     def check(self, condition: AppendCondition) -> None:
         """Raise :class:`ConcurrencyError` if an event matching the condition exists after
@@ -115,27 +155,18 @@ class EventStore(CommandLog):
         """
         if not isinstance(condition, AppendCondition):
             raise ValidationError("condition", condition, "must be an AppendCondition")
-        query, head = condition.fail_if_events_match, condition.head
-        run = Runner.of(self.session.connection(), self.config)
-        dialect = run.dialect
-        shapes = (statements.query_shape(query), statements.head_shape(head, dialect))
-        check = statements.query_params(query) | statements.head_params(head, dialect)
-        conflict_check = Call(statements.conflict_statement(dialect, *shapes), check)
-        with run.translated(condition):
-            if dialect != statements.POSTGRESQL:
-                # The write lock first, as an append takes it: the check then runs on the
-                # latest state (a stale snapshot fails instead), and holds until the end.
-                lock = Call(statements.sqlite_write_lock())
-                conflict = run.unit([lock, conflict_check])[1]
-            else:
-                lock = Call(statements.lock_select(), self._lock_params(run, query, []))
-                lock_rows, conflict = run.unit([lock, conflict_check])
-                if not conflict and lock_rows[0][0] != "read committed":
-                    # A fixed snapshot cannot see later commits: check a fresh one too.
-                    fresh = fresh_conflict(run.conn, shapes, check)
-                    conflict = [] if fresh is None else [(fresh,)]
-        if conflict:
-            raise _condition_failed(condition, conflict[0][0])
+        query = condition.fail_if_events_match
+        runner = self._runner()
+        dialect = runner.dialect
+        scope = Scope.of(query, condition.head, dialect)
+        plan = check_plan(dialect, scope, self._locks(runner, wanted_locks(dialect, query, [])))
+        with runner.translated(condition):
+            checked = runner.run(plan.main)
+            conflict = checked.conflict
+            if checked.unchecked:  # a fixed snapshot cannot see later commits: a fresh one
+                conflict = first_position(runner.fresh(plan.fresh_check))
+        if conflict is not None:
+            raise _condition_failed(condition, conflict)
 
     def _check_batch(self, events: Iterable[Event] | Event) -> list[Event]:
         if isinstance(events, Event):
@@ -156,78 +187,13 @@ class EventStore(CommandLog):
                 raise ValidationError("events", event, "append takes Event values")
         return batch
 
-    def _lock_params(self, run: Runner, query: Query | None, batch: list[Event]) -> dict[str, str]:
+    @staticmethod
+    def _locks(runner: Runner, wanted: LockPlan | None) -> LockPlan | None:
         """The advisory locks of an operation, capped per transaction (see
-        :mod:`sa_crablet._locks`); an operation in its own transaction starts afresh."""
-        transaction = None if run.own else run.conn.get_transaction()
-        return statements.lock_params(_locks.LEDGER.admit(transaction, _locks.plan(query, batch)))
-
-    def _plain_append(
-        self, run: Runner, batch: list[Event], params: dict[str, Any], trailer: list[Call]
-    ) -> tuple[list[int], bool | None]:
-        """An unconditional append: one statement (on PostgreSQL it takes shared locks on
-        its events' keys first, see :func:`statements.insert_statement`)."""
-        if run.dialect == statements.POSTGRESQL:
-            params |= self._lock_params(run, None, batch)
-        statement = statements.insert_statement(run.dialect, statements.UNCONDITIONAL, None)
-        rows, *after = run.unit([Call(statement, params, prepare=True), *trailer])
-        return [row[0] for row in rows], bool(after[0]) if trailer else None
-
-    def _sqlite_checked_append(
-        self, run: Runner, condition: AppendCondition, params: dict[str, Any]
-    ) -> list[int]:
-        """SQLite: one writer at a time, so the check needs no lock; check and insert are
-        one statement, and a second one finds the conflict to report."""
-        query, head = condition.fail_if_events_match, condition.head
-        shapes = (statements.query_shape(query), statements.head_shape(head, run.dialect))
-        check = statements.query_params(query) | statements.head_params(head, run.dialect)
-        statement = statements.insert_statement(run.dialect, *shapes)
-        positions = [row[0] for row in run.unit([Call(statement, params | check)])[0]]
-        if not positions:
-            first = run.rows(Call(statements.conflict_statement(run.dialect, *shapes), check))
-            raise _condition_failed(condition, first[0][0] if first else None)
-        return positions
-
-    def _checked_append(
-        self,
-        run: Runner,
-        condition: AppendCondition,
-        batch: list[Event],
-        params: dict[str, Any],
-        trailer: list[Call],
-    ) -> tuple[list[int], bool | None]:
-        """PostgreSQL's conditional append: take the advisory locks, then check and insert
-        in one new statement; return the positions (and whether the ``trailer``, a command
-        record sent with them, wrote its row) or raise ``ConcurrencyError``.
-
-        Why the locks: under READ COMMITTED, "check, then insert" lets two appenders with
-        the same condition both see nothing and both commit. Exclusive locks on the
-        condition's keys (shared on the keys of the events written, which every append
-        takes) serialize exactly the appends whose scopes overlap; the check is a later
-        statement (or, at a fixed-snapshot isolation level, also a fresh connection), so it
-        runs after the wait and sees what the other appender committed. The locks are held
-        until the host's transaction ends. The insert is planned for its values every
-        time: a generic plan cannot tell that the check usually finds nothing.
-        """
-        query, head = condition.fail_if_events_match, condition.head
-        shapes = (statements.query_shape(query), statements.head_shape(head, run.dialect))
-        check = statements.query_params(query) | statements.head_params(head, run.dialect)
-        lock = Call(statements.lock_select(), self._lock_params(run, query, batch))
-        checked = statements.checked_insert_statement(*shapes)
-        # Lock and insert in one unit (one round trip on the direct path). The insert does
-        # nothing outside READ COMMITTED (its isolation guard): the fresh check comes first.
-        guarded = Call(checked, params | check | {"isolation_checked": False})
-        lock_rows, rows, *after = run.unit([lock, guarded, *trailer])
-        if lock_rows[0][0] != "read committed":
-            # A fixed snapshot (REPEATABLE READ, SERIALIZABLE) cannot see what others
-            # committed after it: check on a fresh snapshot as well. The in-statement check
-            # still sees this transaction's own events.
-            conflict = fresh_conflict(run.conn, shapes, check)
-            if conflict is not None:
-                raise _condition_failed(condition, conflict)
-            insert = Call(checked, params | check | {"isolation_checked": True})
-            rows, *after = run.unit([insert, *trailer])
-        return _inserted(condition, rows), bool(after[0]) if trailer else None
+        :mod:`sa_crablet._ledger`); an operation in its own transaction starts afresh."""
+        if wanted is None:
+            return None
+        return LEDGER.admit(None if runner.own else runner.conn.get_transaction(), wanted)
 
     # -- reads -----------------------------------------------------------------------------------
 
@@ -260,73 +226,21 @@ class EventStore(CommandLog):
     def _stream(
         self, query: Query, head: Head | None, backwards: bool, limit: int | None
     ) -> Iterator[SequencedEvent | Head]:
-        """The first page (``fetch_size`` events) comes from one plain statement, which is
-        all most reads need; a longer read goes on through a server-side cursor, resuming
-        after the last event delivered. The head keeps the first page's snapshot: later
-        pages can only add events it treats as unseen (a conservative head, never a gap).
-        """
-        run = Runner.of(self.session.connection(), self.config)
-        dialect = run.dialect
-        shapes = (statements.query_shape(query), statements.head_shape(head, dialect))
-        page = self.config.fetch_size
-        paged = limit is None or limit > page
-        first_limit = page + 1 if paged else limit
-        params = statements.read_params(query, head, first_limit, dialect)
-        snapshot: Snapshot | None = None
-        count = 0
-        edge: int | None = None  # last position (forwards) / first position (backwards)
-        with run.translated():
-            statement = statements.read_statement(dialect, *shapes, backwards, True)
-            # Planned for its values: a LIMITed GIN read needs them to pick its index.
-            rows = run.unit([Call(statement, params)], writes=False)[0]
-            if dialect == statements.POSTGRESQL:
-                snapshot = Snapshot.parse(rows[0][0], rows[0][1])
-                rows = [row[2:] for row in rows if row[2] is not None]
-            more = paged and len(rows) > page
-            rest = (
-                self._rest(run, shapes, params, backwards, limit, rows[page - 1])
-                if more
-                else iter(())
-            )
+        """Runs when the read is first iterated: the first page in one statement, the rest
+        (if any) through a cursor; the events, then the head."""
+        runner = self._runner()
+        plan: ReadPlan = read_plan(
+            query, head, backwards, limit, runner.dialect, self.config.fetch_size
+        )
+        with runner.translated():
+            first = plan.first_page(runner.unit([plan.first], writes=False)[0])
+            rest = runner.stream(plan.rest(first.rows[-1]), plan.page) if first.more else iter(())
             try:
-                for values in itertools.chain(rows[:page] if more else rows, rest):
-                    event = to_event(values)
-                    position = event.position
-                    if edge is not None and (position < edge) != backwards:
-                        raise CrabletError("a read returned events out of position order")
-                    count += 1
-                    if edge is None or not backwards:
-                        edge = position
-                    yield event
+                yield from plan.events(first.snapshot, itertools.chain(first.rows, rest))
             finally:
                 close = getattr(rest, "close", None)
                 if close is not None:
-                    close()  # releases the server-side cursor of an early stop
-        # In order, the highest position is the last one forwards, the first one backwards:
-        # exactly ``edge``.
-        highest = 0 if edge is None else edge
-        yield next_head(head, snapshot, highest, edge, count, backwards, limit)
-
-    def _rest(
-        self,
-        run: Runner,
-        shapes: tuple[statements.QueryShape, statements.HeadShape],
-        params: dict[str, Any],
-        backwards: bool,
-        limit: int | None,
-        last: Any,
-    ) -> Iterator[Any]:
-        """The events after the first page, streamed through a server-side cursor."""
-        page = self.config.fetch_size
-        rest = dict(params, resume=last[0])
-        if limit is None:
-            rest.pop("limit", None)
-        else:
-            rest["limit"] = limit - page
-        statement = statements.read_statement(
-            run.dialect, *shapes, backwards, limit is not None, True
-        )
-        yield from run.stream(statement, rest, page)
+                    close()  # releases the cursor of an early stop
 
     # -- decision models -------------------------------------------------------------------------
 
@@ -377,6 +291,35 @@ class EventStore(CommandLog):
             project_events(checked, query, result, states, every), self._projections
         )
 
+    # -- the command log -------------------------------------------------------------------------
+
+    def command(self, command_id: str) -> CommandRecord | None:
+        """The recorded command with this id, if it was executed."""
+        check_command_id("command_id", command_id)
+        runner = self._runner()
+        with runner.translated():
+            return runner.run(command_plans.lookup_plan(command_id))
+
+    def command_of_event(self, position: int) -> CommandRecord | None:
+        """The command whose execution appended the event at ``position`` (one indexed
+        look-up), or ``None`` for an event appended outside any command."""
+        check_position("position", position)
+        runner = self._runner()
+        with runner.translated():
+            return runner.run(command_plans.of_event_plan(position))
+
+    def events_of_command(self, command_id: str) -> list[SequencedEvent]:
+        """The events appended by the command with this id, in order (one indexed query)."""
+        check_command_id("command_id", command_id)
+        runner = self._runner()
+        with runner.translated():
+            return runner.run(command_plans.events_of_plan(command_id))
+
+    # -- the runner of one operation -------------------------------------------------------------
+
+    def _runner(self) -> Runner:
+        return runner_for(self.session.connection(), self.config)
+
 
 def _condition_failed(condition: AppendCondition | None, position: int | None) -> ConcurrencyError:
     assert condition is not None
@@ -386,22 +329,3 @@ def _condition_failed(condition: AppendCondition | None, position: int | None) -
         position=position,
         transaction_usable=True,
     )
-
-
-def _inserted(condition: AppendCondition, rows: list[Any]) -> list[int]:
-    """The positions a checked insert returned, or its conflict as ``ConcurrencyError``."""
-    positions = [position for position, failed in rows if not failed]
-    if not positions:
-        failed_at = [position for position, failed in rows if failed]
-        raise _condition_failed(condition, failed_at[0] if failed_at else None)
-    return positions
-
-
-def _encode_batch(batch: list[Event]) -> str:
-    rows = [
-        [e.type, list(e.tags), to_json("data", e.data), to_json("metadata", e.metadata)]
-        for e in batch
-    ]
-    # Only strings, lists of strings and None here (payloads are already JSON text), which
-    # msgspec encodes exactly as the standard library would, in a tenth of the time.
-    return msgspec.json.encode(rows).decode()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -15,7 +14,7 @@ from sa_crablet.projection import (
     ProjectionProgress,
     StateProjector,
 )
-from sa_crablet.query import AppendCondition, Head, Query, Snapshot
+from sa_crablet.query import AppendCondition, Head, Query
 
 
 def project_events(
@@ -101,36 +100,3 @@ class ReadResult(Iterator[SequencedEvent]):
         if self._head is None:
             raise ReadNotFinishedError("consume the read to its end before asking for its head")
         return self._head
-
-
-def next_head(
-    after: Head | None,
-    snapshot: Snapshot | None,
-    highest: int,
-    edge: int | None,
-    count: int,
-    backwards: bool,
-    limit: int | None,
-) -> Head:
-    """The head of a finished read.
-
-    It claims "every event visible to ``snapshot`` at or below ``position`` was seen". A
-    forward read cut short by ``limit`` may only claim up to the last event it returned,
-    even below the previous head's position (it may have been returning late arrivals).
-    """
-    previous = after.position if after is not None else 0
-    if not backwards and limit is not None and count == limit and edge is not None:
-        return Head(edge, snapshot)
-    return Head(max(previous, highest), snapshot)
-
-
-def to_event(row: Any) -> SequencedEvent:
-    """An event from a row of ``EVENT_COLUMNS``, as Core or the driver returns it (tags
-    as a list from psycopg directly)."""
-    position, type_, tags, data, metadata, recorded_at = row
-    return SequencedEvent(type_, tuple(tags), data, metadata, position, as_utc(recorded_at))
-
-
-def as_utc(moment: dt.datetime) -> dt.datetime:
-    """A stored timestamp with its offset: SQLite stores UTC without one."""
-    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment

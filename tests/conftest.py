@@ -97,7 +97,7 @@ def postgres_engine(postgres_database_url: str) -> Iterator[Engine]:
 def clean_postgres(engine: Engine) -> None:
     with Session(engine) as session:
         with sa_crablet.allow_mutation(session):
-            tables = f"{sa_crablet.events.name}, {sa_crablet.commands_table.name}"
+            tables = f"{sa_crablet.events_table.name}, {sa_crablet.commands_table.name}"
             session.execute(text(f"TRUNCATE {tables} RESTART IDENTITY"))
         session.commit()
 
@@ -173,5 +173,5 @@ def statements(engine: Engine) -> Iterator[list[str]]:
 def count_events(engine: Engine) -> int:
     with engine.connect() as conn:
         return int(
-            conn.execute(text(f"SELECT count(*) FROM {sa_crablet.events.name}")).scalar_one()
+            conn.execute(text(f"SELECT count(*) FROM {sa_crablet.events_table.name}")).scalar_one()
         )

@@ -18,8 +18,8 @@ from sa_crablet import (
     Head,
     OperationTimeoutError,
     Query,
-    _locks,
 )
+from sa_crablet._plans import locks as _locks
 from tests.conftest import count_events
 from tests.helpers import in_thread, run_parallel
 

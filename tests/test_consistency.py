@@ -30,7 +30,8 @@ from benchmarks.consistency.history import (
 )
 from benchmarks.consistency.stored import StoredEvent
 from benchmarks.consistency.verify import verify
-from sa_crablet import Head, Query, Snapshot
+from sa_crablet import Head, Query
+from sa_crablet.query import Snapshot
 
 PG_SECONDS = 4.0
 SHORT_SECONDS = 3.0

@@ -19,15 +19,24 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from sa_crablet import AppendCondition, Event, EventStore, Head, Query, QueryItem, Snapshot
+from sa_crablet import (
+    AppendCondition,
+    Event,
+    EventStore,
+    Head,
+    Query,
+    QueryItem,
+)
 from sa_crablet.migrate import upgrade
+from sa_crablet.query import Snapshot
 from sa_crablet.schema import (
     EVENTS_TABLE,
     IX_EVENTS_TAGS,
     IX_EVENTS_TRANSACTION,
     IX_EVENTS_TYPE,
+    POSTGRESQL,
 )
-from sa_crablet.statements import POSTGRESQL, conflict_select, read_select
+from sa_crablet.statements import conflict_select, read_select
 from tests.test_migrations import fresh_postgres_database
 
 pytestmark = pytest.mark.postgresql_only

@@ -23,7 +23,12 @@ from benchmarks.fault_target import PATHS, Target
 from benchmarks.faults import KILLS, migrated_database, run_kills
 from benchmarks.pg_cluster import Cluster, throwaway_cluster, unavailable_reason
 from benchmarks.restart_load import IDLE_POOL, idle_units, restart_under_load, warm_engine
-from sa_crablet import ConcurrencyError, EventStore, commands_table, events
+from sa_crablet import (
+    ConcurrencyError,
+    EventStore,
+    commands_table,
+    events_table,
+)
 from tests.conftest import _require_postgres
 
 pytestmark = pytest.mark.postgresql_only
@@ -181,7 +186,7 @@ def test_log_inspection_counts_each_kind_of_damage(fault_cluster: Cluster) -> No
             )
             session.execute(
                 text(
-                    f"INSERT INTO {events.name} (type, tags, command_id) "
+                    f"INSERT INTO {events_table.name} (type, tags, command_id) "
                     "VALUES ('Orphan', ARRAY['damage:2'], 'ghost')"
                 )
             )

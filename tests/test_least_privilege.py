@@ -46,9 +46,9 @@ from sa_crablet import (
     MutationNotAllowedError,
     Query,
     allow_mutation,
-    counter,
 )
 from sa_crablet._errors import translate
+from sa_crablet.projectors import counter
 from sa_crablet.schema import ALLOW_MUTATION_SETTING, COMMANDS_TABLE, EVENTS_TABLE
 from tests.test_docs import blocks
 from tests.test_migrations import fresh_postgres_database
@@ -226,7 +226,7 @@ def fill(deployment: Deployment) -> None:
 def assert_intact(deployment: Deployment) -> None:
     with deployment.owner.connect() as conn:
         for table, written in (
-            (sa_crablet.events, "Deposited"),
+            (sa_crablet.events_table, "Deposited"),
             (sa_crablet.commands_table, "Deposit"),
         ):
             assert conn.execute(select(table.c.type)).scalars().all() == [written]
@@ -313,7 +313,7 @@ def test_the_owner_maintains_the_store(deployment: Deployment) -> None:
     run_sql(deployment.url, maintenance)
     assert stored_types(deployment.owner) == ["Deposited", "Kept"]
 
-    events, commands = sa_crablet.events, sa_crablet.commands_table
+    events, commands = sa_crablet.events_table, sa_crablet.commands_table
     with Session(deployment.owner) as session:
         with allow_mutation(session):
             session.execute(delete(events).where(events.c.type == "Kept"))
@@ -344,7 +344,7 @@ def test_members_of_the_owning_role_maintain_the_store(deployment: Deployment) -
     try:
         with Session(maintainer) as session:
             with allow_mutation(session):
-                session.execute(delete(sa_crablet.events))
+                session.execute(delete(sa_crablet.events_table))
                 session.execute(sa_crablet.commands_table.delete())
             session.commit()
         assert stored_types(deployment.owner) == []
@@ -357,7 +357,7 @@ def test_members_of_the_owning_role_maintain_the_store(deployment: Deployment) -
         # postgres, no longer the owner, still has its privileges: it is a superuser.
         with Session(deployment.owner) as session:
             with allow_mutation(session):
-                session.execute(delete(sa_crablet.events))
+                session.execute(delete(sa_crablet.events_table))
             session.commit()
     finally:
         maintainer.dispose()
@@ -368,6 +368,6 @@ def test_a_guard_refusal_is_an_append_only_error(deployment: Deployment) -> None
     fill(deployment)
     run_sql(deployment.url, f"GRANT DELETE ON {EVENTS_TABLE} TO {deployment.roles.app}")
     with Session(deployment.app) as session, pytest.raises(DBAPIError) as refused:
-        session.execute(delete(sa_crablet.events))
+        session.execute(delete(sa_crablet.events_table))
     assert isinstance(translate(refused.value), AppendOnlyError)
     assert_intact(deployment)

@@ -14,8 +14,8 @@ from sa_crablet import (
     EventStoreConfig,
     OperationTimeoutError,
     Query,
-    _locks,
 )
+from sa_crablet._plans import locks as _locks
 from tests.conftest import count_events
 
 pytestmark = pytest.mark.postgresql_only

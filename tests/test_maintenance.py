@@ -32,7 +32,7 @@ from sa_crablet import (
 from sa_crablet._errors import translate
 from sa_crablet.schema import ALLOW_MUTATION_SETTING
 
-events = sa_crablet.events
+events = sa_crablet.events_table
 commands = sa_crablet.commands_table
 GUARD_TRIGGERS = {
     f"{table.name}_no_{op}" for table in (events, commands) for op in ("update", "delete")

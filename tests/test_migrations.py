@@ -60,7 +60,7 @@ from sa_crablet.schema import (
     VERSION_TABLE,
 )
 
-events = sa_crablet.events
+events = sa_crablet.events_table
 commands = sa_crablet.commands_table
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ALEMBIC = str(Path(sys.executable).parent / "alembic")
@@ -153,7 +153,9 @@ def schema_differences(conn: Connection, target: MetaData | None = None) -> list
             "version_table": VERSION_TABLE,
         },
     )
-    return list(compare_metadata(context, target if target is not None else sa_crablet.metadata))
+    return list(
+        compare_metadata(context, target if target is not None else sa_crablet.schema.metadata)
+    )
 
 
 def guard_objects(conn: Connection) -> set[str]:
@@ -325,7 +327,7 @@ def test_upgrade_builds_exactly_the_core_metadata(fresh_url: str) -> None:
             # The comparison does look at types: jsonb where the schema says json is a change.
             if conn.dialect.name == "postgresql":
                 altered = MetaData()
-                sa_crablet.events.to_metadata(altered).c.data.type = JSONB()
+                sa_crablet.events_table.to_metadata(altered).c.data.type = JSONB()
                 sa_crablet.commands_table.to_metadata(altered)
                 changes = schema_differences(conn, altered)
                 assert [change[0][0] for change in changes] == ["modify_type"], changes
@@ -337,7 +339,7 @@ def test_upgrade_builds_exactly_the_core_metadata(fresh_url: str) -> None:
 def test_create_all_and_migrations_agree(fresh_url: str) -> None:
     """``metadata.create_all`` (the after_create DDL included) builds the same schema."""
     with engine_for(fresh_url) as engine:
-        sa_crablet.metadata.create_all(engine)
+        sa_crablet.schema.metadata.create_all(engine)
         with engine.connect() as conn:
             assert schema_differences(conn) == []
             check_design(conn)
@@ -353,7 +355,7 @@ def test_downgrade_to_base_removes_everything_and_upgrade_restores_it(fresh_url:
             EventStore(session).append(Event("Before", ["t:1"]))
             session.commit()
 
-        sa_crablet.downgrade(engine, "base")
+        sa_crablet.migrate.downgrade(engine, "base")
         with engine.connect() as conn:
             # Alembic keeps its (now empty) version table; everything else is gone.
             assert table_names(conn) == {VERSION_TABLE}
@@ -397,7 +399,7 @@ def test_append_only_guard_revision_downgrades_and_upgrades_with_data(fresh_url:
             session.execute(delete(commands))
         assert isinstance(translate(info.value), AppendOnlyError), info.value
 
-        sa_crablet.downgrade(engine, before)
+        sa_crablet.migrate.downgrade(engine, before)
         with engine.connect() as conn:
             assert versions(conn, VERSION_TABLE) == [before]
             assert guard_objects(conn) == guard_before_0004(conn.dialect.name)
@@ -438,7 +440,7 @@ def test_exact_payloads_revision_keeps_what_is_stored(fresh_url: str) -> None:
         else:
             assert first.data == {"b": 1, "a": 1e16} and list(first.data) == ["b", "a"]
         assert repr(second.data) == repr({"b": 1, "a": 1e16, "z": -0.0})
-        sa_crablet.downgrade(engine, "0003_sqlite_tag_index")
+        sa_crablet.migrate.downgrade(engine, "0003_sqlite_tag_index")
         with engine.connect() as conn:
             types = {c["name"]: c["type"] for c in inspect(conn).get_columns(EVENTS_TABLE)}
             expected = JSONB if conn.dialect.name == "postgresql" else JSON
@@ -585,7 +587,7 @@ HOST_FILES = {
             context.configure(
                 connection=connection,
                 target_metadata=host_metadata,
-                include_object=sa_crablet.include_object,
+                include_object=sa_crablet.migrate.include_object,
             )
             with context.begin_transaction():
                 context.run_migrations()
@@ -675,9 +677,9 @@ def test_host_alembic_environment_runs_sa_crablet_migrations(
             context = MigrationContext.configure(conn, opts={"compare_type": True, **opts})
             return list(compare_metadata(context, metadata))
 
-        # With sa_crablet.include_object the host's autogenerate leaves our tables alone
+        # With sa_crablet.migrate.include_object the host's autogenerate leaves our tables alone
         # (and finds nothing else to do) ...
-        assert host_autogenerate(include_object=sa_crablet.include_object) == []
+        assert host_autogenerate(include_object=sa_crablet.migrate.include_object) == []
         # ... without it, it would drop them.
         dropped = {change[1].name for change in host_autogenerate() if change[0] == "remove_table"}
         assert dropped - {EVENT_TAGS_TABLE} == {EVENTS_TABLE, COMMANDS_TABLE, VERSION_TABLE}

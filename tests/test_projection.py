@@ -24,12 +24,8 @@ from sa_crablet import (
     TooManyAppendsError,
     TooManyProjectionsError,
     ValidationError,
-    by_type,
-    counter,
-    exists,
-    fold,
-    last_event,
 )
+from sa_crablet.projectors import by_type, counter, exists, fold, last_event
 from tests.conftest import count_events
 from tests.domain import courses
 from tests.helpers import run_parallel

@@ -35,11 +35,11 @@ from sa_crablet import (
     OperationTimeoutError,
     Query,
     RetryPolicy,
-    Snapshot,
     ValidationError,
     create_sqlite_engine,
 )
 from sa_crablet._validation import MAX_PAYLOAD_DEPTH
+from sa_crablet.query import Snapshot
 from tests.payload_values import as_read, exactly_equal, nested
 
 SCALE = {"quick": 1, "thorough": 20}[os.environ.get("SA_CRABLET_PROPERTIES", "quick")]

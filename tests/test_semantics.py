@@ -16,7 +16,7 @@ from sa_crablet import (
     QueryItem,
     ReadNotFinishedError,
     ValidationError,
-    events,
+    events_table,
     fail_if_exists,
     query_clause,
 )
@@ -182,11 +182,11 @@ def test_query_clause_composes_with_core(session: Session, store: EventStore) ->
     _seed(store)
     statement = (
         select(func.count())
-        .select_from(events)
-        .where(query_clause(Query.of(tags=["student:s1"])), events.c.position > 3)
+        .select_from(events_table)
+        .where(query_clause(Query.of(tags=["student:s1"])), events_table.c.position > 3)
     )
     assert session.execute(statement).scalar_one() == 2
-    alias = events.alias("e")
+    alias = events_table.alias("e")
     statement = select(alias.c.position).where(
         query_clause(Query.of(types=["CourseDefined"]), alias)
     )

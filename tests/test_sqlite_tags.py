@@ -19,7 +19,7 @@ from sa_crablet import (
     Query,
     allow_mutation,
     create_sqlite_engine,
-    events,
+    events_table,
 )
 from sa_crablet.schema import EVENT_TAGS_TABLE
 
@@ -63,7 +63,7 @@ def test_tag_reads_use_the_side_table_index(engine: Engine) -> None:
         assert len(list(found)) == 10
     plan = query_plan(engine, *executed[-1])
     assert f"SEARCH {EVENT_TAGS_TABLE} USING PRIMARY KEY (tag=?)" in plan, plan
-    assert f"SCAN {events.name}" not in plan, plan
+    assert f"SCAN {events_table.name}" not in plan, plan
 
 
 @pytest.mark.sqlite_only
@@ -94,8 +94,10 @@ def test_side_table_follows_appends_and_maintenance(engine: Engine) -> None:
     assert tag_rows(engine) == [("x", 1), ("y", 1), ("y", 3)]
     with Session(engine) as session:
         with allow_mutation(session):
-            session.execute(events.update().where(events.c.position == 3).values(tags=["z"]))
-            session.execute(events.delete().where(events.c.position == 1))
+            session.execute(
+                events_table.update().where(events_table.c.position == 3).values(tags=["z"])
+            )
+            session.execute(events_table.delete().where(events_table.c.position == 1))
         session.commit()
     assert tag_rows(engine) == [("z", 3)]
     with Session(engine) as session:
@@ -114,7 +116,7 @@ def test_upgrade_backfills_existing_events(tmp_path: Path) -> None:
     with Session(engine) as session:
         found = EventStore(session).read(Query.of(tags=["k:2"]))
         assert [e.position for e in found] == [1, 2]
-    sa_crablet.downgrade(engine, "0002_commands")
+    sa_crablet.migrate.downgrade(engine, "0002_commands")
     with engine.connect() as conn:
         assert (
             conn.execute(

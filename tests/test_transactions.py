@@ -22,7 +22,7 @@ from sa_crablet import (
     SchemaError,
     allow_mutation,
     create_sqlite_engine,
-    events,
+    events_table,
     fail_if_exists,
 )
 from tests.conftest import count_events
@@ -141,8 +141,8 @@ def test_stored_events_are_append_only(engine: Engine) -> None:
         EventStore(session).append([Event("A"), Event("B")])
         session.commit()
     for statement in (
-        events.update().values(type="Changed"),
-        events.delete(),
+        events_table.update().values(type="Changed"),
+        events_table.delete(),
     ):
         with Session(engine) as session:
             with pytest.raises(AppendOnlyError):
@@ -158,7 +158,7 @@ def test_stored_events_are_append_only(engine: Engine) -> None:
             session.rollback()
     with Session(engine) as session:
         with allow_mutation(session):
-            session.execute(events.delete().where(events.c.type == "B"))
+            session.execute(events_table.delete().where(events_table.c.type == "B"))
         session.commit()
     assert count_events(engine) == 1
 
@@ -288,4 +288,4 @@ def test_read_sees_its_own_uncommitted_events(engine: Engine) -> None:
         store = EventStore(session)
         store.append(Event("Mine", ["t"]))
         assert [e.type for e in store.read(Query.of(tags=["t"]))] == ["Mine"]
-        assert session.execute(select(events.c.type)).scalars().all() == ["Mine"]
+        assert session.execute(select(events_table.c.type)).scalars().all() == ["Mine"]

@@ -21,10 +21,10 @@ from sa_crablet import (
     Query,
     QueryItem,
     RetryPolicy,
-    Snapshot,
     ValidationError,
-    tag,
 )
+from sa_crablet.events import tag
+from sa_crablet.query import Snapshot
 from tests.conftest import count_events
 
 

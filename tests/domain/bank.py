@@ -12,8 +12,8 @@ from sa_crablet import (
     QueryItem,
     SequencedEvent,
     StateProjector,
-    exists,
 )
+from sa_crablet.projectors import exists
 
 OPENED = "AccountOpened"
 TRANSFERRED = "MoneyTransferred"

@@ -16,9 +16,8 @@ from sa_crablet import (
     QueryItem,
     SequencedEvent,
     StateProjector,
-    counter,
-    exists,
 )
+from sa_crablet.projectors import counter, exists
 
 MAX_COURSES = 2
 DEFINED = "CourseDefined"

@@ -1,8 +1,9 @@
-"""Statements of the command log (see :mod:`sa_crablet.statements`, which re-exports
-everything here): pure builders, no I/O."""
+"""The command log: its statements and plans (recording executed commands, looking them up).
+Pure builders, no I/O."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -10,8 +11,13 @@ from sqlalchemy import Insert, Select, String, bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from sa_crablet._clauses import EVENT_COLUMNS, POSTGRESQL
-from sa_crablet.schema import commands, events
+from sa_crablet._clauses import EVENT_COLUMNS
+from sa_crablet._plans.rows import as_utc, to_event
+from sa_crablet._plans.steps import Plan, Rows, Step
+from sa_crablet._validation import to_json
+from sa_crablet.commands import Command, CommandRecord
+from sa_crablet.events import SequencedEvent
+from sa_crablet.schema import POSTGRESQL, commands, events
 
 
 @lru_cache(maxsize=4)
@@ -101,3 +107,59 @@ def select_events_of_command() -> Select[Any]:
         .where(events.c.command_id == bindparam("id"))
         .order_by(events.c.position)
     )
+
+
+# -- plans ---------------------------------------------------------------------------------------
+
+
+def columns_of(command: Command) -> dict[str, Any]:
+    """A command's own columns (parameters of :func:`insert_command` and
+    :func:`record_appended_command`), its payloads checked as storable JSON."""
+    to_json("data", command.data)
+    to_json("metadata", command.metadata)
+    return {
+        "id": command.id,
+        "type": command.type,
+        "data": command.data,
+        "metadata": command.metadata,
+    }
+
+
+def record_plan(
+    dialect: str, command: Command, last_position: int | None, count: int
+) -> Plan[bool]:
+    """Record an executed command; ``True`` if written, ``False`` if its id was recorded
+    already (then the caller must undo what it appended)."""
+    params = columns_of(command) | {"last_position": last_position, "event_count": count}
+    return Plan((Step(insert_command(dialect), params, prepare=True),), _written)
+
+
+def _written(results: Sequence[Rows]) -> bool:
+    return bool(results[0])
+
+
+def lookup_plan(command_id: str) -> Plan[CommandRecord | None]:
+    return Plan((Step(select_command(), {"id": command_id}, prepare=True),), _record, False)
+
+
+def of_event_plan(position: int) -> Plan[CommandRecord | None]:
+    step = Step(select_command_of_event(), {"position": position}, prepare=True)
+    return Plan((step,), _record, False)
+
+
+def events_of_plan(command_id: str) -> Plan[list[SequencedEvent]]:
+    step = Step(select_events_of_command(), {"id": command_id}, prepare=True)
+    return Plan((step,), _events, False)
+
+
+def _record(results: Sequence[Rows]) -> CommandRecord | None:
+    if not results[0]:
+        return None
+    id_, type_, data, metadata, executed_at, last_position, event_count = results[0][0]
+    return CommandRecord(
+        id_, type_, data, metadata, as_utc(executed_at), last_position, event_count
+    )
+
+
+def _events(results: Sequence[Rows]) -> list[SequencedEvent]:
+    return [to_event(row) for row in results[0]]

@@ -1,22 +1,16 @@
-"""The store's hot statements, run directly on the Session's own psycopg connection.
+"""The psycopg runner: the store's statements straight on the Session's own psycopg
+connection, same connection, same transaction, skipping SQLAlchemy Core's per-call work.
 
-Why: for the short statements of an append or a read, SQLAlchemy Core's execution path
-(cache look-up, parameter and result processing, row objects) costs the client more than
-PostgreSQL spends running them. The statements are still built by :mod:`statements` and
-compiled by SQLAlchemy's dialect, once per shape; only their execution skips Core. They
-run on the very DBAPI connection, in the very transaction, that the host's ``Session``
-holds, so they commit or roll back with it exactly as before.
-
-What the host gives up is seeing these statements in SQLAlchemy's own hooks, so the store
-goes through Core whenever something is listening: an engine that echoes SQL, or listeners
-for ``before_cursor_execute``, ``after_cursor_execute`` or ``handle_error`` (tracing and
-logging integrations use those). ``EventStoreConfig(direct_execution=False)`` turns this
-path off altogether.
+Why: for the short statements of an append or a read, Core's execution path (cache look-up,
+parameter and result processing, row objects) costs the client more than PostgreSQL spends
+running them. The statements are still the plans' Core statements, compiled by SQLAlchemy's
+dialect once per shape; only their execution skips Core. The runner is chosen only when
+nothing could tell the difference (see :mod:`sa_crablet._runners.choose`).
 
 Payloads (``json``) read on this path are decoded with msgspec, several times faster than
 the standard library and as exact, falling back to an iterative decoder for what msgspec
-gives up on (see :mod:`sa_crablet._json`), unless the engine was given its own
-``json_deserializer``.
+gives up on (see :mod:`sa_crablet._json`), unless the engine has its own
+``json_deserializer``. This module is imported only for a psycopg connection.
 """
 
 from __future__ import annotations
@@ -25,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, cast
+from typing import Any
 
 import psycopg
 from psycopg.adapt import Loader
@@ -34,9 +28,60 @@ from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
-from sqlalchemy.sql.compiler import SQLCompiler
 
 from sa_crablet._json import load_json
+from sa_crablet._plans import control
+from sa_crablet._plans.steps import Rows, Step
+from sa_crablet._runners.base import PostgresRunner
+from sa_crablet._runners.timeouts import pg_timeouts
+from sa_crablet.config import EventStoreConfig
+
+
+class PsycopgRunner(PostgresRunner):
+    """Runs on ``conn``'s psycopg connection; a unit is one query string (one round trip),
+    with the configured timeouts set and put back inside it, and on a connection with no
+    transaction open its ``BEGIN`` and ``COMMIT`` too."""
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, conn: Connection, config: EventStoreConfig) -> None:
+        super().__init__(conn, config)
+        self._raw = conn.connection.driver_connection
+
+    def rows(self, step: Step) -> Rows:
+        return fetch(self._raw, self.conn, step.statement, step.params, step.prepare)
+
+    def unit(self, steps: Sequence[Step], *, writes: bool = True) -> list[Rows]:
+        own = self.own and writes
+        if not own and self.own and self.timeouts:
+            # Outside a transaction block and not writing (a read, a cursor): the settings
+            # are the session's for the statement's duration, then put back (set_config with
+            # is_local false). A held cursor's rows are made when its implicit transaction
+            # commits, so the timeout must still be set then: statements of their own.
+            with pg_timeouts(self.conn, self.timeouts, local=False):
+                return [self.rows(step) for step in steps]
+        if not own and not self.timeouts and len(steps) == 1:
+            return [self.rows(steps[0])]
+        script: list[tuple[Any, Mapping[str, Any]]] = [(s.statement, s.params) for s in steps]
+        first, last = 0, len(script)
+        if self.timeouts:
+            # Set, and put back in the same query string: no round trip of their own.
+            names = tuple(self.timeouts)
+            script = [
+                (control.timeouts_set(names), self.timeouts),
+                *script,
+                (control.timeouts_restore(names), {}),
+            ]
+            first, last = 1, len(script) - 1
+        if own:
+            script = [(control.BEGIN, {}), *script, (control.COMMIT, {})]
+            first, last = first + 1, last + 1
+        try:
+            return fetch_script(self._raw, self.conn, script)[first:last]
+        except DBAPIError:
+            if own:
+                self.rollback_own()
+            raise
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,33 +105,25 @@ class Compiled:
 
 @lru_cache(maxsize=1024)
 def compiled(statement: ClauseElement, dialect: Dialect) -> Compiled:
-    """Compile once per (statement, dialect); the store's statements are themselves built
+    """Compile once per (statement, dialect); the plans' statements are themselves built
     once per shape, so this cache is hit on every call after the first."""
-    result = cast(SQLCompiler, statement.compile(dialect=dialect))
+    result = statement.compile(dialect=dialect)
     if "__[POSTCOMPILE" in result.string:  # an expanding IN cannot go to the driver as is
         raise AssertionError("direct execution needs a statement without expanding parameters")
-    defaults = {k: v for k, v in result.construct_params(_check=False).items() if v is not None}
-    processors = {
-        name: process for name, process in result._bind_processors.items() if callable(process)
-    }
+    defaults = {k: v for k, v in result.params.items() if v is not None}
+    processors: dict[str, Callable[[Any], Any]] = {}
+    for name, bind in getattr(result, "binds", {}).items():
+        process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None:
+            processors[name] = process
     return Compiled(result.string, defaults, processors)
 
 
-def direct(conn: Connection, enabled: bool) -> Any | None:
-    """The psycopg connection to run statements on directly, or ``None`` to go through
-    Core (another driver, direct execution disabled, or someone listening to Core)."""
-    if not enabled or conn.dialect.driver != "psycopg":
-        return None
-    if getattr(conn, "_echo", False):
-        return None
-    dispatch = conn.dispatch
-    if (
-        dispatch.before_cursor_execute
-        or dispatch.after_cursor_execute
-        or conn.dialect.dispatch.handle_error
-    ):
-        return None
-    return conn.connection.driver_connection
+def engine_json_deserializer(dialect: Dialect) -> Any:
+    """The ``json_deserializer`` given to ``create_engine()``, if any. SQLAlchemy keeps it on
+    the dialect with no public accessor; ``test_an_engines_json_deserializer_is_used``
+    fails if that changes."""
+    return getattr(dialect, "_json_deserializer", None)
 
 
 class _JsonLoader(Loader):
@@ -100,29 +137,26 @@ class _JsonLoader(Loader):
 _JSON_TYPES = ("json", "jsonb")
 
 
-def _cursor(raw: Any, conn: Connection, name: str | None = None, client: bool = False) -> Any:
+def _cursor(raw: Any, conn: Connection, client: bool = False) -> Any:
     """A cursor whose own adapters decode ``json`` with msgspec; the host's connection and
     its other cursors keep theirs. ``client``: one that binds values client side."""
-    if client:
-        cursor = psycopg.ClientCursor(raw)
-    else:
-        cursor = raw.cursor(name=name) if name else raw.cursor()
-    if getattr(conn.dialect, "_json_deserializer", None) is None:
-        for name_ in _JSON_TYPES:
-            cursor.adapters.register_loader(name_, _JsonLoader)
+    cursor = psycopg.ClientCursor(raw) if client else raw.cursor()
+    if engine_json_deserializer(conn.dialect) is None:
+        for name in _JSON_TYPES:
+            cursor.adapters.register_loader(name, _JsonLoader)
     return cursor
 
 
 @contextmanager
 def core_json_loader(conn: Connection) -> Iterator[None]:
     """Through Core on psycopg, the cursors made inside decode ``json`` as the direct
-    path's do (psycopg's own loader recurses and fails on deep nesting).
+    runner's do (psycopg's own loader recurses and fails on deep nesting).
 
     The connection's loaders are put back on the way out, so the host's later cursors keep
     theirs: a cursor copies its connection's adapters when it is made, and keeps them (a
     streamed read too). An engine's own ``json_deserializer`` is left in charge.
     """
-    if conn.dialect.driver != "psycopg" or getattr(conn.dialect, "_json_deserializer", None):
+    if engine_json_deserializer(conn.dialect) is not None:
         yield
         return
     adapters = conn.connection.driver_connection.adapters  # type: ignore[union-attr]
@@ -193,7 +227,7 @@ def _wrapped(
 ) -> BaseException:
     """The driver's error as SQLAlchemy would have raised it (``OperationalError``,
     ``IntegrityError``, ... with ``.orig``), so callers and the store's translation see one
-    kind of error whichever path ran; a broken connection is invalidated, as Core does."""
+    kind of error whichever runner ran; a broken connection is invalidated, as Core does."""
     broken = bool(getattr(raw, "broken", False) or getattr(raw, "closed", False))
     if broken:
         invalidate_pool(conn, exc)

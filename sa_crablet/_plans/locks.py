@@ -25,8 +25,6 @@ transaction, which covers whatever finer keys it would have taken.
 from __future__ import annotations
 
 import hashlib
-import threading
-import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -107,35 +105,3 @@ def plan(query: Query | None, events: Iterable[Event]) -> LockPlan:
         return ESCALATED
     keys = sorted(exclusive | shared)
     return LockPlan(tuple(keys), tuple(key in exclusive for key in keys))
-
-
-class Ledger:
-    """How many keys each open transaction has locked so far, to cap the total.
-
-    Keyed by the transaction object (SQLAlchemy's, one per transaction), held weakly, so an
-    ended transaction's entry goes with it. The count is an upper bound: keys taken twice,
-    or released by a rolled-back savepoint, still count, which can only escalate early.
-    """
-
-    def __init__(self) -> None:
-        self._taken: weakref.WeakKeyDictionary[object, int] = weakref.WeakKeyDictionary()
-        self._lock = threading.Lock()
-
-    def admit(self, transaction: object | None, wanted: LockPlan) -> LockPlan:
-        """``wanted``, or the escalated plan if the transaction's keys would exceed the cap
-        (or it already holds the global key exclusively, which covers everything)."""
-        if transaction is None:  # the operation's own transaction: nothing accumulates
-            return wanted
-        with self._lock:
-            taken = self._taken.get(transaction, 0)
-            if taken < 0:  # escalated before: the global key covers every later append
-                return ESCALATED
-            total = taken + len(wanted.keys)
-            if wanted.escalated or total > MAX_KEYS_PER_TRANSACTION:
-                self._taken[transaction] = -1
-                return ESCALATED
-            self._taken[transaction] = total
-            return wanted
-
-
-LEDGER = Ledger()

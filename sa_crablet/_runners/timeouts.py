@@ -1,53 +1,16 @@
-"""Statements the store runs on its connection besides its own: the fresh-snapshot conflict
-check, per-operation timeouts, and planning with actual values. Kept apart from
-``store.py`` so that module reads as the store's operations."""
+"""What a runner sets around the store's statements: the configured timeouts (PostgreSQL
+settings, SQLite's busy timeout and progress handler), and planning with actual values."""
 
 from __future__ import annotations
 
-import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, func, select, text
+from sqlalchemy import Connection, func, select, text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.pool import Pool
 
-from sa_crablet import statements
 from sa_crablet.config import timeout_ms
-
-# One small pool per application engine for the fresh-snapshot checks of REPEATABLE READ
-# and SERIALIZABLE transactions. It is separate so a check never waits for a connection that
-# a host transaction (itself waiting for this check) holds.
-_side_engines: weakref.WeakKeyDictionary[Pool, Engine] = weakref.WeakKeyDictionary()
-_side_lock = threading.Lock()
-
-
-def fresh_conflict(
-    conn: Connection,
-    shapes: tuple[statements.QueryShape, statements.HeadShape],
-    params: dict[str, Any],
-) -> int | None:
-    """The conflict check, run on a fresh snapshot in another connection (a new transaction
-    whose first statement is this check).
-
-    The host transaction already holds the condition's locks, so no conflicting conditional
-    append can commit between this check and the host's commit; an unconditional append
-    that commits after it is ordered after this decision, which is consistent. Events of
-    the host transaction itself are invisible here; the in-statement check covers them.
-    """
-    pool = conn.engine.pool  # shared by every execution_options() view of the engine
-    with _side_lock:
-        side = _side_engines.get(pool)
-        if side is None:
-            side = _side_engines[pool] = create_engine(conn.engine.url, pool=pool.recreate())
-    with side.connect() as fresh, custom_plans(fresh, True):
-        statement = statements.conflict_statement(statements.POSTGRESQL, *shapes)
-        conflict: int | None = fresh.execute(statement, params).scalar()
-        fresh.rollback()
-    return conflict
 
 
 @contextmanager

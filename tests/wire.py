@@ -1,0 +1,78 @@
+"""What a psycopg connection sends and receives, read from libpq's own protocol trace:
+statements and round trips observed on the wire, whichever runner sent them, with no hook
+into SQLAlchemy (whose listeners would change which runner runs) and none into the store."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from psycopg import pq
+from sqlalchemy.orm import Session
+
+_MESSAGE = re.compile(r"^[FB]\t\d+\t\w+")
+
+
+@dataclass
+class Wire:
+    path: Path
+    lines: list[str] = field(default_factory=list)
+
+    def read(self) -> None:
+        """One entry per protocol message: a message's text may span several lines (the
+        statements the store sends are multi-line)."""
+        messages: list[str] = []
+        for line in self.path.read_text(errors="replace").splitlines():
+            if _MESSAGE.match(line) or not messages:
+                messages.append(line)
+            else:
+                messages[-1] += "\n" + line
+        self.lines = messages
+
+    @property
+    def sent(self) -> list[str]:
+        """The SQL of every statement sent: simple queries (which may hold several) and
+        the statements of the extended protocol."""
+        found = []
+        for message in self.lines:
+            parts = message.split("\t", 3)
+            if len(parts) == 4 and parts[0] == "F" and parts[2] in ("Query", "Parse"):
+                text = parts[3].strip()
+                if parts[2] == "Parse":  # "<name>" "<sql>" <types...>: the second string
+                    text = text[text.index('"', 1) + 1 :].lstrip()
+                found.append(text[1 : text.rindex('"')])
+        return found
+
+    @property
+    def round_trips(self) -> int:
+        """Requests answered: each simple query, and each extended-protocol Sync."""
+        return sum(1 for line in self.lines if line.startswith("B\t") and "ReadyForQuery" in line)
+
+    def clear(self) -> None:
+        self.path.write_text("")
+        self.lines = []
+
+
+@contextmanager
+def wire(session: Session) -> Iterator[Wire]:
+    """Trace the session's current connection until the block ends (read the result after)."""
+    raw = session.connection().connection.driver_connection
+    pgconn = raw.pgconn  # type: ignore[union-attr]
+    handle, name = tempfile.mkstemp(prefix="sa_crablet_wire_")
+    traced = Wire(Path(name))
+    try:
+        pgconn.trace(handle)
+        pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
+        try:
+            yield traced
+        finally:
+            pgconn.untrace()
+            traced.read()
+    finally:
+        os.close(handle)
+        os.unlink(name)
