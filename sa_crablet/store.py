@@ -98,7 +98,9 @@ class EventStore:
         query = None if condition is None else condition.fail_if_events_match
         runner = self._runner()
         dialect = runner.dialect
-        scope = None if condition is None else Scope.of(query, condition.head, dialect)  # type: ignore[arg-type]
+        scope = None
+        if condition is not None:
+            scope = Scope.of(condition.fail_if_events_match, condition.head, dialect)
         plan = append_plan(
             dialect, batch, scope, self._locks(runner, wanted_locks(dialect, query, batch)), command
         )
