@@ -8,6 +8,8 @@ records in :mod:`sa_crablet.commands`, migrations in :mod:`sa_crablet.migrate`, 
 :mod:`sa_crablet.statements`.
 """
 
+from typing import TYPE_CHECKING
+
 from sa_crablet._clauses import query_clause
 from sa_crablet.commands import Command, CommandResult, Decision
 from sa_crablet.config import EventStoreConfig
@@ -37,7 +39,31 @@ from sa_crablet.sqlite import create_sqlite_engine
 from sa_crablet.store import EventStore
 from sa_crablet.streams import ReadResult
 
+if TYPE_CHECKING:
+    from sa_crablet.async_executor import AsyncCommandExecutor
+    from sa_crablet.async_store import AsyncEventStore, AsyncReadResult
+
 __version__ = "0.1.0"
+
+_ASYNC = {
+    "AsyncCommandExecutor": "sa_crablet.async_executor",
+    "AsyncEventStore": "sa_crablet.async_store",
+    "AsyncReadResult": "sa_crablet.async_store",
+}
+
+
+def __getattr__(name: str) -> object:
+    """The async API, imported on first use: a synchronous program does not load
+    SQLAlchemy's asyncio layer."""
+    module = _ASYNC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sa_crablet' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     # values
@@ -49,12 +75,15 @@ __all__ = [
     "SequencedEvent",
     "fail_if_exists",
     # the store and its decision models
+    "AsyncEventStore",
+    "AsyncReadResult",
     "DecisionModel",
     "EventStore",
     "EventStoreConfig",
     "ReadResult",
     "StateProjector",
     # commands
+    "AsyncCommandExecutor",
     "Command",
     "CommandExecutor",
     "CommandResult",

@@ -7,7 +7,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -20,6 +20,8 @@ from sa_crablet.commands import Command, CommandResult, as_decision
 from sa_crablet.config import EventStoreConfig
 from sa_crablet.exceptions import ConcurrencyError, DuplicateCommandError, ValidationError
 from sa_crablet.store import EventStore
+
+H = TypeVar("H", bound=Callable[..., Any])
 
 Handler = Callable[[EventStore, Command], Any]
 """``handler(store, command)`` reads or projects through ``store`` (bound to the command's
@@ -55,6 +57,29 @@ class RetryPolicy:
 MAX_BACKOFF = 1e9
 """Longest backoff accepted (seconds): ``time.sleep`` takes up to about 9.2e9."""
 NO_RETRY = RetryPolicy(attempts=1)
+DEFAULT_RETRY = RetryPolicy()
+
+
+class Routes(Generic[H]):
+    """Handlers by command type, for the executors' ``register`` / ``handles``."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, H] = {}
+
+    def register(self, command_type: str, handler: H) -> None:
+        if not callable(handler):
+            raise ValidationError("handler", handler, "must be callable")
+        self._handlers[command_type] = handler
+
+    def handler_for(self, command: Command, handler: H | None) -> H:
+        """``handler``, or the one registered for the command's type."""
+        if not isinstance(command, Command):
+            raise ValidationError("command", command, "must be a Command")
+        if handler is None:
+            handler = self._handlers.get(command.type)
+            if handler is None:
+                raise ValidationError("command", command.type, "no handler for this type")
+        return handler
 
 
 class CommandExecutor:
@@ -70,7 +95,7 @@ class CommandExecutor:
         bind: Session | sessionmaker[Session] | Engine,
         *,
         config: EventStoreConfig | None = None,
-        retry: RetryPolicy = RetryPolicy(),
+        retry: RetryPolicy = DEFAULT_RETRY,
         require_events: bool = True,
     ) -> None:
         if not isinstance(bind, Session | sessionmaker | Engine):
@@ -79,15 +104,13 @@ class CommandExecutor:
         self.config = config
         self.retry = retry
         self.require_events = require_events
-        self._handlers: dict[str, Handler] = {}
+        self._routes = Routes[Handler]()
 
     # -- routing -------------------------------------------------------------------------------
 
     def register(self, command_type: str, handler: Handler) -> None:
         """Route commands of ``command_type`` to ``handler`` when ``execute`` gets none."""
-        if not callable(handler):
-            raise ValidationError("handler", handler, "must be callable")
-        self._handlers[command_type] = handler
+        self._routes.register(command_type, handler)
 
     def handles(self, command_type: str) -> Callable[[Handler], Handler]:
         """Decorator form of :meth:`register`."""
@@ -103,12 +126,7 @@ class CommandExecutor:
     def execute(self, command: Command, handler: Handler | None = None) -> CommandResult:
         """Run ``handler`` for ``command`` and append what it decides, atomically with the
         command's record. A command id executed before returns its first outcome."""
-        if not isinstance(command, Command):
-            raise ValidationError("command", command, "must be a Command")
-        if handler is None:
-            handler = self._handlers.get(command.type)
-            if handler is None:
-                raise ValidationError("command", command.type, "no handler for this type")
+        handler = self._routes.handler_for(command, handler)
         if isinstance(self.bind, Session):
             return self._execute_in(self.bind, command, handler, attempts=1, host=True)
         factory = self.bind if isinstance(self.bind, sessionmaker) else sessionmaker(self.bind)
@@ -119,7 +137,7 @@ class CommandExecutor:
                     result = self._execute_in(
                         session, command, handler, attempts=retry + 1, host=False
                     )
-                    _commit(session)
+                    commit(session)
                     return result
             except ConcurrencyError as error:
                 retry += 1
@@ -132,77 +150,109 @@ class CommandExecutor:
         self, session: Session, command: Command, handler: Handler, *, attempts: int, host: bool
     ) -> CommandResult:
         store = EventStore(session, self.config)
-        runner = runner_for(session.connection(), store.config)
-        # A connection with no transaction open (AUTOCOMMIT) would commit the look-up, the
-        # handler's reads, the append and the record one by one: the command runs in a
-        # transaction of its own instead, which the executor also ends in the host's mode
-        # (there is no host transaction to end it).
-        own = runner.own
-        if own or (not host and runner.write_lock_up_front):
+        return run_command(
+            store,
+            command,
+            lambda: handler(store, command),
+            host=host,
+            require_events=self.require_events,
+            attempts=attempts,
+        )
+
+
+def run_command(
+    store: EventStore,
+    command: Command,
+    decide: Callable[[], Any],
+    *,
+    host: bool,
+    require_events: bool,
+    attempts: int,
+) -> CommandResult:
+    """One execution of ``command`` in ``store``'s session: look its id up, run ``decide``
+    (the handler), append what it decided with the command's record, all or nothing. Shared
+    by the executors; ``host``: the session is the caller's (a savepoint keeps the caller's
+    own earlier work when the command fails).
+    """
+    session = store.session
+    runner = runner_for(session.connection(), store.config)
+    # A connection with no transaction open (AUTOCOMMIT) would commit the look-up, the
+    # handler's reads, the append and the record one by one: the command runs in a
+    # transaction of its own instead, which the executor also ends in the host's mode
+    # (there is no host transaction to end it).
+    own = runner.own
+    if not own:
+        if not host and runner.write_lock_up_front:
             # SQLite: a transaction that reads first and writes later would fail to upgrade
             # its lock when another writer got in between, so it takes it from the start.
             runner.begin()
-        if not (own and host):
-            return self._decide(session, store, runner, command, handler, attempts, host)
-        try:
-            result = self._decide(session, store, runner, command, handler, attempts, host)
-        except BaseException:
-            runner.end(commit=False)
-            raise
-        with translated():
-            runner.end(commit=True)
-        return result
+        return _decide(store, runner, command, decide, host, require_events, attempts)
+    # Its own transaction, which it ends itself: an async driver's adapter in AUTOCOMMIT
+    # does not send COMMIT for a transaction it did not open.
+    runner.begin()
+    try:
+        result = _decide(store, runner, command, decide, host, require_events, attempts)
+    except BaseException:
+        runner.end(commit=False)
+        raise
+    with translated():
+        runner.end(commit=True)
+    return result
 
-    def _decide(
-        self,
-        session: Session,
-        store: EventStore,
-        runner: Runner,
-        command: Command,
-        handler: Handler,
-        attempts: int,
-        host: bool,
-    ) -> CommandResult:
-        done = store.command(command.id)
-        if done is not None:
-            return CommandResult(command.id, done.last_position, done.event_count, True, attempts)
-        if host:
-            runner.ensure_transaction()  # a savepoint needs the host's transaction open
-        # In the host's transaction, a savepoint makes "nothing is written" hold for a failed
-        # handler or a duplicate, while the host's own earlier work stays.
-        scope = session.begin_nested() if host else None
-        try:
-            decision = as_decision(handler(store, command))
-            if self.require_events and not decision.events:
-                raise ValidationError(
-                    "handler", decision, f"the handler for {command.type!r} returned no events"
-                )
-            position: int | None = None
-            if decision.events:
-                position = store.append(decision.events, decision.condition, command=command)
-            else:
-                if decision.condition is not None:
-                    store.check(decision.condition)  # nothing to append, only if still true
-                store.record_command(command)
-        except DuplicateCommandError:
-            # The same id committed meanwhile (we waited for it): undo, report the first.
-            if scope is not None:
-                scope.rollback()
-            else:
-                session.rollback()
-            first = store.command(command.id)
-            assert first is not None
-            return CommandResult(command.id, first.last_position, first.event_count, True, attempts)
-        except BaseException:
-            if scope is not None and scope.is_active:
-                scope.rollback()
-            raise
+
+def _decide(
+    store: EventStore,
+    runner: Runner,
+    command: Command,
+    decide: Callable[[], Any],
+    host: bool,
+    require_events: bool,
+    attempts: int,
+) -> CommandResult:
+    session = store.session
+    done = store.command(command.id)
+    if done is not None:
+        return CommandResult(command.id, done.last_position, done.event_count, True, attempts)
+    if host:
+        runner.ensure_transaction()  # a savepoint needs the host's transaction open
+    # In the host's transaction, a savepoint makes "nothing is written" hold for a failed
+    # handler or a duplicate, while the host's own earlier work stays.
+    scope = session.begin_nested() if host else None
+    try:
+        decision = as_decision(decide())
+        if require_events and not decision.events:
+            raise ValidationError(
+                "handler", decision, f"the handler for {command.type!r} returned no events"
+            )
+        position: int | None = None
+        if decision.events:
+            position = store.append(decision.events, decision.condition, command=command)
+        else:
+            if decision.condition is not None:
+                store.check(decision.condition)  # nothing to append, only if still true
+            store.record_command(command)
+    except DuplicateCommandError:
+        # The same id committed meanwhile (we waited for it): undo, report the first.
         if scope is not None:
-            scope.commit()
-        return CommandResult(command.id, position, len(decision.events), False, attempts)
+            scope.rollback()
+        elif runner.own:  # the command's own transaction: undone, and a new one for the end
+            runner.end(commit=False)
+            runner.begin()
+        else:
+            session.rollback()
+        first = store.command(command.id)
+        assert first is not None
+        return CommandResult(command.id, first.last_position, first.event_count, True, attempts)
+    except BaseException:
+        if scope is not None and scope.is_active:
+            scope.rollback()
+        raise
+    if scope is not None:
+        scope.commit()
+    return CommandResult(command.id, position, len(decision.events), False, attempts)
 
 
-def _commit(session: Session) -> None:
+def commit(session: Session) -> None:
     """Commit, turning a serialization failure raised at COMMIT into ``ConcurrencyError``."""
     with translated():
         session.commit()

@@ -58,12 +58,14 @@ class ProjectionStream(Iterator[ProjectionProgress]):
 
     def close(self) -> None:
         """Stop early: release the cursor and the projection slot."""
-        close = getattr(self._progress, "close", None)
-        if close is not None:
-            close()
-        if self._slots is not None:
-            slots, self._slots = self._slots, None
-            slots.release()
+        try:
+            close = getattr(self._progress, "close", None)
+            if close is not None:
+                close()
+        finally:
+            if self._slots is not None:
+                slots, self._slots = self._slots, None
+                slots.release()
 
     def __del__(self) -> None:
         self.close()

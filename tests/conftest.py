@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, create_engine, event, make_url, text
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
 import sa_crablet
-from sa_crablet import EventStore, create_sqlite_engine
-from tests.hosts import HOSTS
+from sa_crablet import AsyncEventStore, EventStore, EventStoreConfig, create_sqlite_engine
+from tests.blocking import Blocking, close_loop, run
+from tests.hosts import HOSTS, async_url
 
 URL_VARIABLE = "SA_CRABLET_TEST_DATABASE_URL"
 REQUIRE_VARIABLE = "SA_CRABLET_REQUIRE_POSTGRES"
@@ -122,6 +125,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             ids=[f"{host.backend}-{host.name}" for host in hosts],
         )
         return
+    if {"store", "session", "make_store"} & set(metafunc.fixturenames):
+        # The same test body on the sync store and on the async one, per async driver.
+        pairs = [(name, api) for name in backends for api in APIS[name]]
+        metafunc.parametrize(
+            ("backend", "api"),
+            pairs,
+            indirect=True,
+            ids=[name if api == "sync" else f"{name}-{api}" for name, api in pairs],
+        )
+        return
     metafunc.parametrize("backend", backends, indirect=True)
 
 
@@ -144,20 +157,70 @@ def engine(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iter
     engine.dispose()
 
 
-@pytest.fixture
-def session(engine: Engine) -> Iterator[Session]:
-    with Session(engine) as session:
-        yield session
-        session.rollback()
+APIS = {
+    "sqlite": ("sync", "aiosqlite"),
+    "postgresql": ("sync", "psycopg-async", "asyncpg"),
+}
+"""The store's APIs a test using the ``session`` / ``store`` fixtures runs on: the sync one,
+and the async one on each async driver (through ``tests/blocking.py``)."""
 
 
 @pytest.fixture
-def store(session: Session) -> EventStore:
-    return EventStore(session)
+def api(request: pytest.FixtureRequest) -> str:
+    return str(getattr(request, "param", "sync"))
 
 
 @pytest.fixture
-def statements(engine: Engine) -> Iterator[list[str]]:
+def api_engine(engine: Engine, api: str) -> Iterator[Any]:
+    """The engine the test's API runs on: ``engine`` itself for the sync API, an
+    ``AsyncEngine`` on the same database for an async one (``NullPool``: no connection is
+    shared between two event loops)."""
+    if api == "sync":
+        yield engine
+        return
+    async_engine = create_async_engine(async_url(engine, api), poolclass=NullPool)
+    try:
+        yield async_engine
+    finally:
+        run(async_engine.dispose())
+        close_loop()
+
+
+@pytest.fixture
+def session(api_engine: Any) -> Iterator[Any]:
+    """A ``Session`` on the test's engine; for an async API, an ``AsyncSession`` on the same
+    database behind a blocking facade."""
+    if isinstance(api_engine, Engine):
+        with Session(api_engine) as session:
+            yield session
+            session.rollback()
+        return
+    asession = Blocking(AsyncSession(api_engine))
+    yield asession
+    asession.rollback()
+    asession.close()
+
+
+@pytest.fixture
+def make_store(session: Any, api: str) -> Callable[..., Any]:
+    """``make_store(config=None)``: an ``EventStore`` on the test's session, or an
+    ``AsyncEventStore`` behind a blocking facade."""
+
+    def make(config: EventStoreConfig | None = None) -> Any:
+        if api == "sync":
+            return EventStore(session, config)
+        return Blocking(AsyncEventStore(session.target, config))
+
+    return make
+
+
+@pytest.fixture
+def store(make_store: Callable[..., Any]) -> Any:
+    return make_store()
+
+
+@pytest.fixture
+def statements(api_engine: Any) -> Iterator[list[str]]:
     """The SQL the engine runs during the test, in order. (A cursor listener also turns the
     direct path off: everything goes through Core, where it is seen.)"""
     seen: list[str] = []
@@ -165,6 +228,7 @@ def statements(engine: Engine) -> Iterator[list[str]]:
     def record(*args: Any) -> None:
         seen.append(str(args[2]))
 
+    engine = getattr(api_engine, "sync_engine", api_engine)
     event.listen(engine, "before_cursor_execute", record)
     yield seen
     event.remove(engine, "before_cursor_execute", record)

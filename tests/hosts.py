@@ -5,15 +5,29 @@ path off), Core by configuration, and on SQLite a transaction the application be
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
-from sa_crablet import EventStore, EventStoreConfig, create_sqlite_engine
+from sa_crablet import (
+    AsyncCommandExecutor,
+    AsyncEventStore,
+    CommandExecutor,
+    EventStore,
+    EventStoreConfig,
+    create_sqlite_engine,
+)
+from tests.blocking import Awaiting, Blocking, ThreadBarrier, run
+from tests.helpers import run_parallel
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -24,6 +38,7 @@ class Host:
     direct: bool = True
     listener: bool = False
     begins: bool = False  # SQLite: the application emits BEGIN itself before its first read
+    api: str = "sync"  # or the async driver: "psycopg-async", "asyncpg", "aiosqlite"
 
     @property
     def autocommit(self) -> bool:
@@ -33,8 +48,12 @@ class Host:
         return replace(EventStoreConfig(direct_execution=self.direct), **settings)
 
     @contextmanager
-    def engine(self, base: Engine) -> Iterator[Engine]:
-        """``base`` (the test's migrated database) as this host holds it."""
+    def engine(self, base: Engine) -> Iterator[Any]:
+        """``base`` (the test's migrated database) as this host holds it (an ``AsyncEngine``
+        on the same database for an async host)."""
+        if self.api != "sync":
+            yield from self._async_engine(base)
+            return
         engine = base
         if self.listener:  # a separate engine: the listener must not outlive the test
             if self.backend == "sqlite":
@@ -51,15 +70,89 @@ class Host:
             if engine is not base:
                 engine.dispose()
 
-    def session(self, engine: Engine) -> Session:
-        """A session as this host opens one (with its own BEGIN, if it issues one)."""
-        session = Session(engine)
+    def _async_engine(self, base: Engine) -> Iterator[Any]:
+        engine = create_async_engine(async_url(base, self.api), poolclass=NullPool)
+        if self.listener:
+            event.listen(engine.sync_engine, "before_cursor_execute", _traced)
+        try:
+            if self.isolation is not None:
+                yield engine.execution_options(isolation_level=self.isolation)
+            else:
+                yield engine
+        finally:
+            run(engine.dispose())
+
+    def session(self, engine: Any) -> Any:
+        """A session as this host opens one (with its own BEGIN, if it issues one): an
+        ``AsyncSession`` behind a blocking facade for an async host."""
+        session: Any = Session(engine) if self.api == "sync" else Blocking(AsyncSession(engine))
         if self.begins:
             session.connection().exec_driver_sql("BEGIN")
         return session
 
-    def store(self, session: Session, **settings: Any) -> EventStore:
-        return EventStore(session, self.config(**settings))
+    def store(self, session: Any, **settings: Any) -> Any:
+        if self.api == "sync":
+            return EventStore(session, self.config(**settings))
+        return Blocking(AsyncEventStore(session.target, self.config(**settings)), session.runner)
+
+    # -- the async API, on either kind of host (for bodies that race real asyncio tasks) ----
+
+    def async_session(self, engine: Any) -> Any:
+        """An ``AsyncSession`` for an async host; a ``Session`` behind an async facade for a
+        sync one (with the host's own BEGIN, if it issues one, when it is entered)."""
+        if self.api == "sync":
+            return Awaiting(self.session(engine))
+        return _BeginningAsyncSession(engine) if self.begins else AsyncSession(engine)
+
+    def async_store(self, session: Any, **settings: Any) -> Any:
+        if self.api == "sync":
+            return Awaiting(EventStore(session.target, self.config(**settings)))
+        return AsyncEventStore(session, self.config(**settings))
+
+    def async_executor(self, bind: Any, **options: Any) -> Any:
+        if self.api == "sync":
+            return Awaiting(CommandExecutor(bind, config=self.config(), **options))
+        return AsyncCommandExecutor(bind, config=self.config(), **options)
+
+    def race(self, count: int, body: Callable[[int, Any], Coroutine[Any, Any, T]]) -> list[T]:
+        """Run ``body(i, barrier)`` ``count`` times at once and return the results in order:
+        on a sync host in threads (each with its own event loop), on an async host as
+        asyncio tasks on one loop, each on a connection of its own; ``await barrier.wait()``
+        releases them together."""
+        if self.api == "sync":
+            barrier = ThreadBarrier(count)
+            return run_parallel(count, lambda i, _b: asyncio.run(body(i, barrier)))
+
+        async def together() -> list[T]:
+            barrier = asyncio.Barrier(count)
+            return list(await asyncio.gather(*(body(i, barrier) for i in range(count))))
+
+        return asyncio.run(together())
+
+    def executor(self, bind: Any, **options: Any) -> Any:
+        """A command executor on a session (host mode) or an engine (managed)."""
+        if self.api == "sync":
+            return CommandExecutor(bind, config=self.config(), **options)
+        target = bind.target if isinstance(bind, Blocking) else bind
+        runner = bind.runner if isinstance(bind, Blocking) else None
+        return Blocking(AsyncCommandExecutor(target, config=self.config(), **options), runner)
+
+
+def async_url(engine: Engine, api: str) -> str:
+    """The URL of ``engine``'s database for an async driver."""
+    driver = {"aiosqlite": "sqlite+aiosqlite", "psycopg-async": "postgresql+psycopg"}.get(
+        api, "postgresql+asyncpg"
+    )
+    return engine.url.set(drivername=driver).render_as_string(hide_password=False)
+
+
+class _BeginningAsyncSession(AsyncSession):
+    """An ``AsyncSession`` whose application issues its own ``BEGIN`` when it opens."""
+
+    async def __aenter__(self) -> _BeginningAsyncSession:
+        connection = await self.connection()
+        await connection.exec_driver_sql("BEGIN")
+        return self
 
 
 def _traced(*args: Any) -> None:
@@ -84,4 +177,21 @@ SQLITE_HOSTS = (
     Host("autocommit", "sqlite", "AUTOCOMMIT"),
     Host("application-begin", "sqlite", begins=True),
 )
-HOSTS = POSTGRESQL_HOSTS + SQLITE_HOSTS
+ASYNC_POSTGRESQL_HOSTS = tuple(
+    Host(f"{api}-{name}", "postgresql", isolation, api=api)
+    for api in ("psycopg-async", "asyncpg")
+    for name, isolation in (
+        ("read-committed", None),
+        ("repeatable-read", "REPEATABLE READ"),
+        ("serializable", "SERIALIZABLE"),
+        ("autocommit", "AUTOCOMMIT"),
+    )
+)
+ASYNC_HOSTS = (
+    *ASYNC_POSTGRESQL_HOSTS,
+    Host("psycopg-async-core", "postgresql", direct=False, api="psycopg-async"),
+    Host("aiosqlite", "sqlite", api="aiosqlite"),
+    Host("aiosqlite-autocommit", "sqlite", "AUTOCOMMIT", api="aiosqlite"),
+    Host("aiosqlite-application-begin", "sqlite", begins=True, api="aiosqlite"),
+)
+HOSTS = POSTGRESQL_HOSTS + SQLITE_HOSTS + ASYNC_HOSTS

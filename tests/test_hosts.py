@@ -5,9 +5,10 @@ SQLite a transaction the application begins itself. One test body per guarantee,
 
 from __future__ import annotations
 
+import asyncio
 import gc
-import threading
 import time
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
@@ -15,15 +16,15 @@ from sqlalchemy.orm import Session
 
 from sa_crablet import (
     AppendCondition,
+    AsyncEventStore,
     Command,
-    CommandExecutor,
     ConcurrencyError,
     Event,
     EventStore,
     Query,
 )
 from tests.conftest import count_events
-from tests.helpers import in_thread, run_parallel
+from tests.helpers import in_thread
 from tests.hosts import Host
 
 RACERS = 8
@@ -31,30 +32,31 @@ ROUNDS = 6
 
 
 def test_exactly_one_racer_wins_every_round(engine: Engine, host: Host) -> None:
-    """RACERS transactions read the same empty scope, then all append with its head."""
+    """RACERS transactions read the same empty scope, then all append with its head: on a
+    sync host RACERS threads, on an async host RACERS asyncio tasks on one event loop."""
     with host.engine(engine) as bind:
         for round_ in range(ROUNDS):
             query = Query.of(tags=[f"race:{round_}"])
 
-            def racer(i: int, barrier: threading.Barrier, query: Query = query) -> str:
-                with host.session(bind) as session:
-                    store = host.store(session)
+            async def racer(i: int, barrier: Any, query: Query = query) -> str:
+                async with host.async_session(bind) as session:
+                    store = host.async_store(session)
                     result = store.read(query)
-                    assert list(result) == []
-                    barrier.wait()
+                    assert await result.all() == []
+                    await barrier.wait()
                     try:
-                        store.append(
+                        await store.append(
                             Event("Claimed", query.items[0].tags, {"by": i}),
                             AppendCondition(query, result.head),
                         )
-                        time.sleep(0.005)  # hold the transaction open a moment
-                        session.commit()
+                        await asyncio.sleep(0.005)  # hold the transaction open a moment
+                        await session.commit()
                         return "won"
                     except ConcurrencyError:
-                        session.rollback()
+                        await session.rollback()
                         return "lost"
 
-            outcomes = run_parallel(RACERS, racer)
+            outcomes = host.race(RACERS, racer)
             assert outcomes.count("won") == 1, outcomes
     assert count_events(engine) == ROUNDS
 
@@ -95,7 +97,7 @@ def test_an_in_flight_unconditional_append_is_waited_for(engine: Engine, host: H
             assert list(result) == []
 
             def decide() -> int:
-                position = store.append(
+                position: int = store.append(
                     Event("Decided", ["course:w1"]), AppendCondition(query, result.head)
                 )
                 reader.commit()
@@ -137,7 +139,9 @@ def test_long_reads_page_through_a_cursor(engine: Engine, host: Host) -> None:
             again = store.read(query, after=forwards.head)
             assert list(again) == []
             if host.backend == "postgresql":
-                open_cursors = session.execute(text("SELECT count(*) FROM pg_cursors"))
+                open_cursors = session.execute(
+                    text("SELECT count(*) FROM pg_cursors WHERE name LIKE 'sa_crablet%'")
+                )
                 assert open_cursors.scalar_one() == 0
             store.append(Event("After", ["page"]))  # the session still works
             session.commit()
@@ -181,25 +185,32 @@ def test_commands_run_once_and_all_or_nothing(engine: Engine, host: Host) -> Non
         store.append(Event("Written", ["order:1"]))
         raise RuntimeError("the handler fails after appending")
 
+    async def failing_async(store: AsyncEventStore, command: Command) -> Event:
+        await store.append(Event("Written", ["order:1"]))
+        raise RuntimeError("the handler fails after appending")
+
     def charge(store: EventStore, command: Command) -> Event:
         return Event("Charged", ["order:1"], {"id": command.id})
 
     with host.engine(engine) as bind:
         with host.session(bind) as session:
-            executor = CommandExecutor(session, config=host.config())
+            executor = host.executor(session)
             with pytest.raises(RuntimeError):
-                executor.execute(Command("Fail", id="fail"), failing)
+                executor.execute(
+                    Command("Fail", id="fail"), failing if host.api == "sync" else failing_async
+                )
             first = executor.execute(Command("Charge", id="c1"), charge)
             assert executor.execute(Command("Charge", id="c1"), charge).duplicate
             session.commit()
-        managed = CommandExecutor(bind, config=host.config())
         for round_ in range(3):
 
-            def racer(i: int, barrier: threading.Barrier, r: int = round_) -> bool:
-                barrier.wait()
-                return managed.execute(Command("Charge", id=f"race-{r}"), charge).duplicate
+            async def racer(i: int, barrier: Any, r: int = round_) -> bool:
+                managed = host.async_executor(bind)
+                await barrier.wait()
+                result = await managed.execute(Command("Charge", id=f"race-{r}"), charge)
+                return bool(result.duplicate)
 
-            assert sorted(run_parallel(4, racer)) == [False, True, True, True]
+            assert sorted(host.race(4, racer)) == [False, True, True, True]
     with Session(engine) as session:
         store = EventStore(session)
         stored = [(e.type, e.data) for e in store.read(Query.all())]

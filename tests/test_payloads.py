@@ -176,10 +176,9 @@ def test_circular_payloads_are_refused(store: EventStore) -> None:
 
 
 def test_lone_surrogates_are_refused_everywhere(
-    engine: Engine, statements: list[str], session: Session
+    engine: Engine, statements: list[str], store: EventStore
 ) -> None:
     """A Python string can hold a lone surrogate; no UTF-8 column can."""
-    store = EventStore(session)
     for field, build in (
         ("type", lambda: Event(f"A{SURROGATE}")),
         ("tags", lambda: Event("A", [f"t:{SURROGATE}"])),

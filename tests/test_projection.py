@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import threading
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -182,9 +183,11 @@ def test_streaming_projection_reports_progress(store: EventStore) -> None:
     assert items[-1].model.states["sum"] == sum(range(2500))
 
 
-def test_errors_mid_stream_reach_the_consumer_and_free_the_slot(store: EventStore) -> None:
+def test_errors_mid_stream_reach_the_consumer_and_free_the_slot(
+    store: EventStore, make_store: Callable[..., EventStore]
+) -> None:
     config = EventStoreConfig(max_concurrent_projections=1)
-    limited = EventStore(store.session, config)
+    limited = make_store(config)
     store.append([Event("Tick", ["clock"]) for _ in range(10)])
 
     def explode(state: int, e: SequencedEvent) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -204,12 +206,14 @@ def test_early_stop_releases_the_cursor(session: Session, store: EventStore) -> 
 
 
 @pytest.mark.parametrize("fetch_size", [1, 2, 3, 1000])
-def test_reads_across_pages_match_a_single_page(session: Session, fetch_size: int) -> None:
+def test_reads_across_pages_match_a_single_page(
+    make_store: Callable[..., EventStore], fetch_size: int
+) -> None:
     from sa_crablet import EventStoreConfig
 
-    EventStore(session).append([Event(f"T{i % 3}", [f"k:{i % 2}"]) for i in range(10)])
-    paged = EventStore(session, EventStoreConfig(fetch_size=fetch_size))
-    whole = EventStore(session, EventStoreConfig(fetch_size=1000))
+    make_store().append([Event(f"T{i % 3}", [f"k:{i % 2}"]) for i in range(10)])
+    paged = make_store(EventStoreConfig(fetch_size=fetch_size))
+    whole = make_store(EventStoreConfig(fetch_size=1000))
     cases: list[dict[str, object]] = [
         {},
         {"backwards": True},

@@ -85,9 +85,9 @@ def test_bad_payloads_write_nothing(
 
 
 def test_bad_appends_and_reads_run_no_sql(
-    engine: Engine, statements: list[str], session: Session
+    engine: Engine, statements: list[str], make_store: Callable[..., EventStore]
 ) -> None:
-    store = EventStore(session, EventStoreConfig(max_batch_size=3))
+    store = make_store(EventStoreConfig(max_batch_size=3))
     calls: list[Callable[[], object]] = [
         lambda: store.append([]),
         lambda: store.append([Event("A")] * 4),
@@ -224,11 +224,10 @@ def test_values_at_the_bounds_are_accepted() -> None:
 
 
 def test_out_of_range_reads_and_lookups_run_no_sql(
-    engine: Engine, statements: list[str], session: Session
+    engine: Engine, statements: list[str], store: EventStore
 ) -> None:
     """Positions past PostgreSQL's bigint and ids of the wrong kind are refused before any
     SQL (they would have been DataError / OverflowError from the driver)."""
-    store = EventStore(session)
     calls: list[Callable[[], object]] = [
         lambda: store.read(Query.all(), after=TOO_FAR),
         lambda: store.read(Query.all(), limit=TOO_FAR),

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, TypeVar
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
+from sa_crablet._awaiting import outside_the_bridge
 from sa_crablet._errors import translated
 from sa_crablet._plans import control
 from sa_crablet._plans.steps import Plan, Rows, Step
@@ -115,8 +116,10 @@ class PostgresRunner(Runner):
     def __init__(self, conn: Connection, config: EventStoreConfig) -> None:
         driver = conn.connection.driver_connection
         check_encoding(driver)
-        own = bool(getattr(driver, "autocommit", False)) and transaction_status(driver) == _IDLE
-        super().__init__(conn, config, own=own)
+        # The DBAPI connection says whether it autocommits (SQLAlchemy's adapters of the
+        # async drivers too); the driver whether the server has a transaction open.
+        autocommit = bool(getattr(conn.connection.dbapi_connection, "autocommit", False))
+        super().__init__(conn, config, own=autocommit and server_idle(driver))
 
     def stream(self, step: Step, size: int) -> Iterator[Any]:
         cursors: dict[str, bool] = self.conn.info.setdefault(_CURSORS_KEY, {})
@@ -141,15 +144,23 @@ class PostgresRunner(Runner):
                 if len(rows) < size:
                     break
         finally:
-            if self._cursor_alive(dbapi, None if hold else transaction):
-                self.rows(Step(control.close_cursor(name)))
-                del cursors[name]
-            elif hold and not self.conn.invalidated:
-                # A held cursor outlives its session's hold on this connection (returned
-                # to the pool, say): the next read on the connection closes it.
-                cursors[name] = True
-            else:
-                del cursors[name]  # it died with its transaction or its connection
+            try:
+                if self._cursor_alive(dbapi, None if hold else transaction):
+                    self.rows(Step(control.close_cursor(name)))
+                    del cursors[name]
+                elif hold and not self.conn.invalidated:
+                    # A held cursor outlives its session's hold on this connection
+                    # (returned to the pool, say): the next read there closes it.
+                    cursors[name] = True
+                else:
+                    del cursors[name]  # it died with its transaction or its connection
+            except Exception as error:
+                if not outside_the_bridge(error):
+                    raise
+                # An async read dropped without being closed, finalized outside the event
+                # loop: no I/O is possible here. A held cursor is closed by the next read
+                # on the connection; any other dies with its transaction.
+                cursors[name] = hold
 
     def _close_left_over(self, cursors: dict[str, bool]) -> None:
         """Close the held cursors of reads that were dropped after their session let go of
@@ -176,6 +187,15 @@ class PostgresRunner(Runner):
             return True
         current = conn.get_transaction()
         return current is transaction and current is not None and current.is_active
+
+
+def server_idle(driver: Any) -> bool:
+    """Whether the server has no transaction open on this connection (psycopg 2 and 3, sync
+    or async: libpq's status; asyncpg: its own)."""
+    in_transaction = getattr(driver, "is_in_transaction", None)
+    if in_transaction is not None:
+        return not in_transaction()
+    return transaction_status(driver) == _IDLE
 
 
 def transaction_status(driver: Any) -> int | None:

@@ -56,16 +56,12 @@ def runner_for(conn: Connection, config: EventStoreConfig) -> Runner:
     from sa_crablet._runners import psycopg as direct
 
     if config.direct_execution and direct_allowed(conn):
-        return direct.PsycopgRunner(conn, config)
+        return direct.runner(conn, config)
     return CoreRunner(conn, config, direct.core_json_loader)
 
 
 def direct_allowed(conn: Connection) -> bool:
     """Whether the psycopg runner would be indistinguishable from Core on ``conn``."""
-    import psycopg
-
-    if not isinstance(conn.connection.driver_connection, psycopg.Connection):
-        return False  # psycopg's async connection, under SQLAlchemy's asyncio layer
     if not HONOURED_OPTIONS.issuperset(conn.get_execution_options()):
         return False
     if conn.engine.echo or _ENGINE_LOGGER.isEnabledFor(logging.INFO):

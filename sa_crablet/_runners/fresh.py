@@ -32,7 +32,7 @@ def fresh_rows(conn: Connection, step: Step) -> Rows:
     with _side_lock:
         side = _side_engines.get(pool)
         if side is None:
-            side = _side_engines[pool] = create_engine(conn.engine.url, pool=pool.recreate())
+            side = _side_engines[pool] = _side_engine(conn.engine, pool)
     options = {k: v for k, v in conn.get_execution_options().items() if k != "isolation_level"}
     with side.connect() as fresh:
         if options:
@@ -41,3 +41,15 @@ def fresh_rows(conn: Connection, step: Step) -> Rows:
             rows = list(fresh.execute(step.statement, step.params).all())
         fresh.rollback()
     return rows
+
+
+def _side_engine(engine: Engine, pool: Pool) -> Engine:
+    """An engine like ``engine`` (its URL, its dialect's sync or async flavour) on a new pool
+    made the way ``pool`` makes connections."""
+    if engine.dialect.is_async:
+        # Only SQLAlchemy's asyncio layer makes the async flavour of a dialect whose URL
+        # names both (postgresql+psycopg); its sync face runs inside the greenlet bridge.
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        return create_async_engine(engine.url, pool=pool.recreate()).sync_engine
+    return create_engine(engine.url, pool=pool.recreate())

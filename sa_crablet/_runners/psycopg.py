@@ -29,6 +29,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
 
+from sa_crablet._awaiting import awaited
 from sa_crablet._json import load_json
 from sa_crablet._plans import control
 from sa_crablet._plans.steps import Rows, Step
@@ -43,13 +44,17 @@ class PsycopgRunner(PostgresRunner):
     transaction open its ``BEGIN`` and ``COMMIT`` too."""
 
     __slots__ = ("_raw",)
+    _wait: Callable[[Any], Any] = staticmethod(lambda value: value)
+    """How a cursor call's result is had: as is (a sync connection)."""
 
     def __init__(self, conn: Connection, config: EventStoreConfig) -> None:
         super().__init__(conn, config)
         self._raw = conn.connection.driver_connection
 
     def rows(self, step: Step) -> Rows:
-        return fetch(self._raw, self.conn, step.statement, step.params, step.prepare)
+        return fetch(
+            self._raw, self.conn, step.statement, step.params, step.prepare, wait=self._wait
+        )
 
     def unit(self, steps: Sequence[Step], *, writes: bool = True) -> list[Rows]:
         own = self.own and writes
@@ -77,11 +82,27 @@ class PsycopgRunner(PostgresRunner):
             script = [(control.BEGIN, {}), *script, (control.COMMIT, {})]
             first, last = first + 1, last + 1
         try:
-            return fetch_script(self._raw, self.conn, script)[first:last]
+            return fetch_script(self._raw, self.conn, script, wait=self._wait)[first:last]
         except DBAPIError:
             if own:
                 self.rollback_own()
             raise
+
+
+def runner(conn: Connection, config: EventStoreConfig) -> PsycopgRunner:
+    """The psycopg runner for ``conn``'s connection, sync or async."""
+    if isinstance(conn.connection.driver_connection, psycopg.AsyncConnection):
+        return AsyncPsycopgRunner(conn, config)
+    return PsycopgRunner(conn, config)
+
+
+class AsyncPsycopgRunner(PsycopgRunner):
+    """The same on psycopg's ``AsyncConnection``, under SQLAlchemy's asyncio layer: the
+    store's logic runs in SQLAlchemy's greenlet bridge, and each cursor call is awaited
+    through it (``await_``), exactly where the sync runner calls it."""
+
+    __slots__ = ()
+    _wait = staticmethod(awaited)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +161,11 @@ _JSON_TYPES = ("json", "jsonb")
 def _cursor(raw: Any, conn: Connection, client: bool = False) -> Any:
     """A cursor whose own adapters decode ``json`` with msgspec; the host's connection and
     its other cursors keep theirs. ``client``: one that binds values client side."""
-    cursor = psycopg.ClientCursor(raw) if client else raw.cursor()
+    if client:
+        kind = psycopg.AsyncClientCursor if isinstance(raw, psycopg.AsyncConnection) else None
+        cursor = (kind or psycopg.ClientCursor)(raw)
+    else:
+        cursor = raw.cursor()
     if engine_json_deserializer(conn.dialect) is None:
         for name in _JSON_TYPES:
             cursor.adapters.register_loader(name, _JsonLoader)
@@ -173,22 +198,31 @@ def core_json_loader(conn: Connection) -> Iterator[None]:
 
 
 def fetch(
-    raw: Any, conn: Connection, statement: ClauseElement, params: Mapping[str, Any], prepare: bool
+    raw: Any,
+    conn: Connection,
+    statement: ClauseElement,
+    params: Mapping[str, Any],
+    prepare: bool,
+    wait: Callable[[Any], Any] = lambda value: value,
 ) -> list[Any]:
     """All rows of ``statement``; ``prepare=False`` has PostgreSQL plan it for its values
-    every time (what a conflict check needs), ``True`` prepares it on first use."""
+    every time (what a conflict check needs), ``True`` prepares it on first use. ``wait``
+    has what a cursor call returns (awaits it, on an async connection)."""
     form = compiled(statement, conn.dialect)
     values = form.bind(params)
     try:
         cursor = _cursor(raw, conn)
-        rows = _all_rows(cursor.execute(form.sql, values, prepare=prepare))
+        rows = _all_rows(wait(cursor.execute(form.sql, values, prepare=prepare)), wait)
     except raw.Error as exc:
         raise _wrapped(conn, raw, form.sql, values, exc) from exc
     return rows
 
 
 def fetch_script(
-    raw: Any, conn: Connection, calls: Sequence[tuple[ClauseElement, Mapping[str, Any]]]
+    raw: Any,
+    conn: Connection,
+    calls: Sequence[tuple[ClauseElement, Mapping[str, Any]]],
+    wait: Callable[[Any], Any] = lambda value: value,
 ) -> list[list[Any]]:
     """The rows of several statements sent as one query string, in one round trip.
 
@@ -204,22 +238,22 @@ def fetch_script(
     sql = ""
     try:
         sql = ";\n".join(cursor.mogrify(form.sql, form.bind(params)) for form, params in forms)
-        cursor.execute(sql)
-        results = [_all_rows(cursor)]
+        wait(cursor.execute(sql))
+        results = [_all_rows(cursor, wait)]
         while cursor.nextset():
-            results.append(_all_rows(cursor))
+            results.append(_all_rows(cursor, wait))
     except raw.Error as exc:
         if conn.engine.hide_parameters:  # the bound text holds the values: show placeholders
             sql = ";\n".join(form.sql for form, _ in forms)
         raise _wrapped(conn, raw, sql, {}, exc) from exc
     finally:
-        cursor.close()
+        wait(cursor.close())
     return results
 
 
-def _all_rows(cursor: Any) -> list[Any]:
+def _all_rows(cursor: Any, wait: Callable[[Any], Any]) -> list[Any]:
     """The rows of the cursor's current result; none for a command (``BEGIN``, ``DECLARE``)."""
-    return [] if cursor.description is None else list(cursor.fetchall())
+    return [] if cursor.description is None else list(wait(cursor.fetchall()))
 
 
 def _wrapped(

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
+from sa_crablet._awaiting import outside_the_bridge
 from sa_crablet._errors import translated
 from sa_crablet._plans.steps import Rows, Step
 from sa_crablet._runners.base import Runner
@@ -55,7 +56,11 @@ class SqliteRunner(Runner):
                     break
                 yield from page
         finally:
-            result.close()
+            try:
+                result.close()
+            except Exception as error:
+                if not outside_the_bridge(error):  # an async read finalized outside its loop
+                    raise
 
     def translated(self, condition: AppendCondition | None = None) -> AbstractContextManager[None]:
         return translated(condition, busy_is_conflict=self._busy_without_waiting)

@@ -10,6 +10,7 @@ from contextlib import contextmanager, suppress
 from sqlalchemy import Connection, func, select, text
 from sqlalchemy.exc import DBAPIError
 
+from sa_crablet._awaiting import awaited
 from sa_crablet.config import timeout_ms
 
 
@@ -90,11 +91,13 @@ def sqlite_timeouts(conn: Connection, lock: float | None, stmt: float | None) ->
     if stmt is not None:
         deadline = time.monotonic() + stmt
         handler: Callable[[], int] = lambda: int(time.monotonic() > deadline)  # noqa: E731
-        raw.set_progress_handler(handler, 1000)  # type: ignore[union-attr]
+        # aiosqlite's is a coroutine (the handler runs in its worker thread: a deadline
+        # read from a clock is all it needs).
+        awaited(raw.set_progress_handler(handler, 1000))  # type: ignore[union-attr]
     try:
         yield
     finally:
         if stmt is not None:
-            raw.set_progress_handler(None, 0)  # type: ignore[union-attr]
+            awaited(raw.set_progress_handler(None, 0))  # type: ignore[union-attr]
         if old_busy is not None:
             conn.execute(text(f"PRAGMA busy_timeout = {int(old_busy)}"))
