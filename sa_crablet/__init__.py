@@ -30,7 +30,7 @@ from sa_crablet.exceptions import (
 )
 from sa_crablet.executor import CommandExecutor, RetryPolicy
 from sa_crablet.maintenance import allow_mutation
-from sa_crablet.migrate import create_schema, upgrade
+from sa_crablet.migrate import create_schema, upgrade, upgrade_async
 from sa_crablet.projection import DecisionModel, StateProjector
 from sa_crablet.query import AppendCondition, Head, Query, QueryItem, fail_if_exists
 from sa_crablet.schema import commands as commands_table
@@ -110,5 +110,6 @@ __all__ = [
     "events_table",
     "query_clause",
     "upgrade",
+    "upgrade_async",
     "__version__",
 ]

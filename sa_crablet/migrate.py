@@ -10,10 +10,13 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.schema import SchemaItem
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sa_crablet.schema import (
     EVENT_TAGS_TABLE,
@@ -46,17 +49,36 @@ def _run(bind: Engine | Connection, command: str, revision: str) -> None:
 
     if isinstance(bind, Engine):
         with bind.connect() as connection:
-            if connection.dialect.name == "sqlite":
-                # pysqlite commits DDL as it goes unless a transaction is open: make the
-                # whole run atomic, so a failure never leaves half a schema behind.
-                connection.exec_driver_sql("BEGIN")
-            # Otherwise Alembic begins and commits the transaction itself, which lets a
-            # revision use autocommit_block() (CREATE INDEX CONCURRENTLY).
-            _run(connection, command, revision)
-            connection.commit()
+            _run_owned(connection, command, revision)
         return
     with _outer_alembic_proxies_kept():
         getattr(commands, command)(alembic_config(bind), revision)
+
+
+def _run_owned(connection: Connection, command: str, revision: str) -> None:
+    """Run on a connection of our own, and commit."""
+    if connection.dialect.name == "sqlite":
+        # pysqlite commits DDL as it goes unless a transaction is open: make the whole run
+        # atomic, so a failure never leaves half a schema behind.
+        connection.exec_driver_sql("BEGIN")
+    # Otherwise Alembic begins and commits the transaction itself, which lets a revision use
+    # autocommit_block() (CREATE INDEX CONCURRENTLY).
+    _run(connection, command, revision)
+    connection.commit()
+
+
+async def upgrade_async(engine: AsyncEngine, revision: str = "head") -> None:
+    """:func:`upgrade` for an asyncio application: ``await upgrade_async(async_engine)``
+    runs the migrations on a connection of the ``AsyncEngine`` (through SQLAlchemy's
+    ``run_sync``) and commits."""
+    async with engine.connect() as connection:
+        await connection.run_sync(_run_owned, "upgrade", revision)
+
+
+async def downgrade_async(engine: AsyncEngine, revision: str) -> None:
+    """:func:`downgrade` for an asyncio application."""
+    async with engine.connect() as connection:
+        await connection.run_sync(_run_owned, "downgrade", revision)
 
 
 @contextmanager
@@ -181,8 +203,10 @@ __all__ = [
     "autogenerate_filter",
     "create_schema",
     "downgrade",
+    "downgrade_async",
     "include_object",
     "run_env",
     "upgrade",
+    "upgrade_async",
     "url_from_environment",
 ]
