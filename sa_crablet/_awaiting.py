@@ -1,5 +1,6 @@
 """Awaiting from synchronous code, inside SQLAlchemy's greenlet bridge: how the store's one
-(synchronous) logic drives asynchronous drivers and handlers (see :mod:`sa_crablet.asyncio`).
+(synchronous) logic drives asynchronous drivers and handlers (see
+:mod:`sa_crablet.async_store`).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
 from sa_crablet.commands import Command, CommandRecord
 from sa_crablet.config import EventStoreConfig
 from sa_crablet.events import Event, SequencedEvent
-from sa_crablet.exceptions import ValidationError
+from sa_crablet.exceptions import ReadNotFinishedError, ValidationError
 from sa_crablet.projection import DecisionModel, ProjectionProgress, StateProjector
 from sa_crablet.query import AppendCondition, Head, Query
 from sa_crablet.store import EventStore
@@ -186,7 +186,10 @@ class AsyncReadResult(AsyncIterator[SequencedEvent]):
 
     @property
     def head(self) -> Head:
-        """What this read covered; pass it as ``after``. Available after full consumption."""
+        """What this read covered; pass it as ``after``. Available after full consumption
+        (events fetched ahead but not yet consumed do not count as read)."""
+        if self._buffer or not self._done:
+            raise ReadNotFinishedError("consume the read to its end before asking for its head")
         return self._result.head
 
 

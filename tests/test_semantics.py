@@ -234,3 +234,15 @@ def test_reads_across_pages_match_a_single_page(
     assert [next(stream).position for _ in range(min(5, 10))] == [1, 2, 3, 4, 5]
     stream.close()
     assert paged.append(Event("After")) == 11
+
+
+def test_a_head_is_known_only_once_every_event_was_consumed(store: EventStore) -> None:
+    """Even when every row has already been fetched (one page), a read's head waits until
+    the caller has taken every event: a decision on part of a read must not claim it all."""
+    store.append([Event("E"), Event("E"), Event("E")])
+    result = store.read(Query.all())
+    assert next(result).position == 1
+    with pytest.raises(ReadNotFinishedError):
+        result.head  # noqa: B018
+    assert [e.position for e in result] == [2, 3]
+    assert result.head.position == 3

@@ -17,7 +17,6 @@ from contextlib import AbstractContextManager, suppress
 from typing import Any, ClassVar, TypeVar
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import DBAPIError
 
 from sa_crablet._awaiting import outside_the_bridge
 from sa_crablet._errors import translated
@@ -100,10 +99,11 @@ class Runner(ABC):
             self.rollback_own()
 
     def rollback_own(self) -> None:
-        """End the operation's own transaction after an error, if the connection lives."""
-        if self.conn.invalidated:
+        """End the operation's own transaction after an error, if the connection lives;
+        never hiding that error (a failing rollback is swallowed)."""
+        if self.conn.invalidated or self.conn.closed:
             return
-        with suppress(DBAPIError):
+        with suppress(Exception):
             self.rows(Step(control.ROLLBACK))
 
 

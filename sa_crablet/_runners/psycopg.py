@@ -83,7 +83,7 @@ class PsycopgRunner(PostgresRunner):
             first, last = first + 1, last + 1
         try:
             return fetch_script(self._raw, self.conn, script, wait=self._wait)[first:last]
-        except DBAPIError:
+        except BaseException:  # an error, or a cancelled task: the transaction is ours to end
             if own:
                 self.rollback_own()
             raise

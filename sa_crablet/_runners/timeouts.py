@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from typing import Any
 
 from sqlalchemy import Connection, func, select, text
 from sqlalchemy.exc import DBAPIError
@@ -71,14 +72,24 @@ def pg_timeouts(conn: Connection, settings: dict[str, str], local: bool = True) 
     except DBAPIError:
         # In a transaction block the error aborted it, and rolling it back restores the
         # settings; a session-level value must be put back now, if the connection lives.
-        if not local and not conn.invalidated:
-            with suppress(DBAPIError):
-                conn.execute(restore)
+        if not local:
+            _quietly(conn, lambda: conn.execute(restore))
         raise
-    except BaseException:  # not the database's error: the transaction is intact
-        conn.execute(restore)
+    except BaseException:
+        # Not the database's error (a Python error, a cancelled task): put the values back
+        # if the connection still can, and let the original error through whatever happens.
+        _quietly(conn, lambda: conn.execute(restore))
         raise
     conn.execute(restore)
+
+
+def _quietly(conn: Connection, clean_up: Callable[[], Any]) -> None:
+    """Clean up after an error, never hiding it: not on a dead connection, and any error
+    of the clean-up itself swallowed (the original one is on its way up)."""
+    if conn.invalidated or conn.closed:
+        return
+    with suppress(Exception):
+        clean_up()
 
 
 @contextmanager
@@ -94,10 +105,16 @@ def sqlite_timeouts(conn: Connection, lock: float | None, stmt: float | None) ->
         # aiosqlite's is a coroutine (the handler runs in its worker thread: a deadline
         # read from a clock is all it needs).
         awaited(raw.set_progress_handler(handler, 1000))  # type: ignore[union-attr]
-    try:
-        yield
-    finally:
+
+    def restore() -> None:
         if stmt is not None:
             awaited(raw.set_progress_handler(None, 0))  # type: ignore[union-attr]
         if old_busy is not None:
             conn.execute(text(f"PRAGMA busy_timeout = {int(old_busy)}"))
+
+    try:
+        yield
+    except BaseException:
+        _quietly(conn, restore)  # the original error goes on, whatever the clean-up meets
+        raise
+    restore()
