@@ -1,9 +1,11 @@
-"""What the Flask and FastAPI apps share: the host's table, the request logic, the error
-mapping. Nothing here commits: each framework wraps a request in one transaction.
+"""What the Flask and FastAPI apps share: the host's table, the answers, the error mapping,
+SQLite's settings; and the requests on a ``Session`` (the Flask app's; the FastAPI app makes
+the same decisions on an ``AsyncSession``). Nothing here commits: each framework wraps a
+request in one transaction.
 
 The host application keeps its own ORM table, ``example_enrollments`` (a read model of who
 is enrolled where). Enrolling appends a ``StudentEnrolled`` event *and* inserts a row in
-the same ``Session``, so both commit together or neither does.
+the same session, so both commit together or neither does.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, String, delete, select
+from sqlalchemy import BigInteger, DateTime, Delete, Select, String, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -50,17 +52,71 @@ def database_url(explicit: str | None) -> str:
     return f"sqlite:///{directory / 'courses.sqlite3'}"
 
 
-# -- requests: each runs in the caller's Session, which the framework commits ---------------------
+def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """A ``connect`` listener for an app's own SQLite engine, setting what
+    ``sa_crablet.create_sqlite_engine`` sets: WAL, so readers never block the writer."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+# -- the host's rows and the answers, whichever session ran the request ---------------------------
+
+
+def rows_of(course_id: str) -> Select[str]:
+    return select(Enrollment.student_id).where(Enrollment.course_id == course_id)
+
+
+def row_removal(course_id: str, student_id: str) -> Delete:
+    return delete(Enrollment).where(
+        Enrollment.course_id == course_id, Enrollment.student_id == student_id
+    )
+
+
+def course_scheduled(course_id: str, title: str, capacity: int, position: int) -> dict[str, Any]:
+    return {"id": course_id, "title": title, "capacity": capacity, "position": position}
+
+
+def student_registered(student_id: str, name: str, position: int) -> dict[str, Any]:
+    return {"id": student_id, "name": name, "position": position}
+
+
+def enrollment_changed(course_id: str, student_id: str, position: int) -> dict[str, Any]:
+    return {"course_id": course_id, "student_id": student_id, "position": position}
+
+
+def course_answer(course_id: str, state: courses.CourseState, rows: list[str]) -> dict[str, Any]:
+    """The course folded from its events, next to the host's rows for it."""
+    if not state.scheduled:
+        raise courses.NotFound("unknown_course", f"no course {course_id!r}")
+    return {
+        "id": course_id,
+        "title": state.title,
+        "capacity": state.capacity,
+        "seats_left": state.seats_left,
+        "students": sorted(state.students),
+        "enrollment_rows": sorted(rows),
+    }
+
+
+def student_answer(student_id: str, state: courses.StudentState) -> dict[str, Any]:
+    if not state.registered:
+        raise courses.NotFound("unknown_student", f"no student {student_id!r}")
+    return {"id": student_id, "name": state.name, "courses": sorted(state.courses)}
+
+
+# -- requests on a Session, which the framework commits -------------------------------------------
 
 
 def schedule_course(session: Session, course_id: str, title: str, capacity: int) -> dict[str, Any]:
     position = courses.schedule_course(EventStore(session), course_id, title, capacity)
-    return {"id": course_id, "title": title, "capacity": capacity, "position": position}
+    return course_scheduled(course_id, title, capacity, position)
 
 
 def register_student(session: Session, student_id: str, name: str) -> dict[str, Any]:
     position = courses.register_student(EventStore(session), student_id, name)
-    return {"id": student_id, "name": name, "position": position}
+    return student_registered(student_id, name, position)
 
 
 def enroll(session: Session, course_id: str, student_id: str) -> dict[str, Any]:
@@ -70,44 +126,26 @@ def enroll(session: Session, course_id: str, student_id: str) -> dict[str, Any]:
     position = courses.enroll(EventStore(session), course_id, student_id)
     session.add(Enrollment(course_id=course_id, student_id=student_id, position=position))
     session.flush()  # the host's constraints run now, inside the same transaction
-    return {"course_id": course_id, "student_id": student_id, "position": position}
+    return enrollment_changed(course_id, student_id, position)
 
 
 def unenroll(session: Session, course_id: str, student_id: str) -> dict[str, Any]:
     position = courses.unenroll(EventStore(session), course_id, student_id)
-    session.execute(
-        delete(Enrollment).where(
-            Enrollment.course_id == course_id, Enrollment.student_id == student_id
-        )
-    )
-    return {"course_id": course_id, "student_id": student_id, "position": position}
+    session.execute(row_removal(course_id, student_id))
+    return enrollment_changed(course_id, student_id, position)
 
 
 def enrollment_rows(session: Session, course_id: str) -> list[str]:
-    query = select(Enrollment.student_id).where(Enrollment.course_id == course_id)
-    return sorted(session.scalars(query))
+    return sorted(session.scalars(rows_of(course_id)))
 
 
 def course_view(session: Session, course_id: str) -> dict[str, Any]:
-    """The course folded from its events, next to the host's rows for it."""
     state = courses.course_state(EventStore(session), course_id)
-    if not state.scheduled:
-        raise courses.NotFound("unknown_course", f"no course {course_id!r}")
-    return {
-        "id": course_id,
-        "title": state.title,
-        "capacity": state.capacity,
-        "seats_left": state.seats_left,
-        "students": sorted(state.students),
-        "enrollment_rows": enrollment_rows(session, course_id),
-    }
+    return course_answer(course_id, state, enrollment_rows(session, course_id))
 
 
 def student_view(session: Session, student_id: str) -> dict[str, Any]:
-    state = courses.student_state(EventStore(session), student_id)
-    if not state.registered:
-        raise courses.NotFound("unknown_student", f"no student {student_id!r}")
-    return {"id": student_id, "name": state.name, "courses": sorted(state.courses)}
+    return student_answer(student_id, courses.student_state(EventStore(session), student_id))
 
 
 # -- errors --------------------------------------------------------------------------------------

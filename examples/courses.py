@@ -10,16 +10,20 @@ Events (tags in brackets):
 Rules: a course or a student exists once; a course never has more students than its
 capacity; a student follows at most ``max_courses`` courses; unenrolling frees the seat.
 
-Every decision projects what it needs with one query, decides, and appends with the
-decision model's append condition, so a decision made on stale state is refused with
-``sa_crablet.ConcurrencyError`` instead of breaking a rule. Nothing here commits: the caller
-owns the transaction (a ``Session``), so its own writes commit with these events.
+Every decision is a :class:`Decider`: the projectors it needs (folded with one query) and
+the rule that turns their model into the event to append, or refuses. :func:`decide` runs one
+on an ``EventStore``, :func:`decide_async` on an ``AsyncEventStore``: project, decide, append
+with the decision model's append condition, so a decision made on stale state is refused
+with ``sa_crablet.ConcurrencyError`` instead of breaking a rule. Nothing here commits: the
+caller owns the transaction (a ``Session`` or an ``AsyncSession``), so its own writes commit
+with these events.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from sa_crablet import (
     DecisionModel,
@@ -32,6 +36,9 @@ from sa_crablet import (
 )
 from sa_crablet.events import tag
 from sa_crablet.projectors import by_type, exists
+
+if TYPE_CHECKING:  # a synchronous program never loads SQLAlchemy's asyncio layer
+    from sa_crablet import AsyncEventStore
 
 COURSE_SCHEDULED = "CourseScheduled"
 STUDENT_REGISTERED = "StudentRegistered"
@@ -149,13 +156,41 @@ def student_projector(student_id: str, id: str = "student") -> StateProjector[St
     )
 
 
+def enrollment_projectors(
+    course_id: str, student_id: str
+) -> tuple[StateProjector[CourseState], StateProjector[StudentState]]:
+    """Both states an enrollment needs, folded with one query; the model's condition has two
+    items: the course's events OR the student's events (never flattened into one)."""
+    return course_projector(course_id), student_projector(student_id)
+
+
 def enrollment_model(store: EventStore, course_id: str, student_id: str) -> DecisionModel:
-    """Both states in one query; its condition has two items: the course's events OR the
-    student's events (a multi-item condition, never flattened into one)."""
-    return store.project([course_projector(course_id), student_projector(student_id)])
+    """The enrollment's decision model (see :func:`enrollment_projectors`)."""
+    return store.project(enrollment_projectors(course_id, student_id))
 
 
 # -- decisions -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Decider:
+    """One decision, runnable on either store: what to project, and the rule that turns the
+    projected model into the event to append (or raises :class:`Refused`)."""
+
+    projectors: tuple[StateProjector[Any], ...]
+    rule: Callable[[DecisionModel], Event]
+
+
+def decide(store: EventStore, decider: Decider) -> int:
+    """Project, decide, append under the model's condition; return the event's position."""
+    model = store.project(decider.projectors)
+    return store.append(decider.rule(model), model.append_condition)
+
+
+async def decide_async(store: AsyncEventStore, decider: Decider) -> int:
+    """:func:`decide` on an ``AsyncEventStore``: the same decision, awaited."""
+    model = await store.project(decider.projectors)
+    return await store.append(decider.rule(model), model.append_condition)
 
 
 def _check_id(kind: str, value: object) -> str:
@@ -164,40 +199,38 @@ def _check_id(kind: str, value: object) -> str:
     return value
 
 
-def schedule_course(store: EventStore, course_id: str, title: str, capacity: int) -> int:
-    """Schedule a course once; return the event's position."""
+def scheduling(course_id: str, title: str, capacity: int) -> Decider:
+    """Schedule a course, once. Bad input is refused now, before anything is read."""
     _check_id("course", course_id)
     if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
         raise Invalid("invalid_capacity", "a course's capacity is a positive integer")
     if not isinstance(title, str) or not title.strip():
         raise Invalid("invalid_title", "a course needs a title")
-    model = store.project(
-        [exists("scheduled", Query.of(types=[COURSE_SCHEDULED], tags=[course_tag(course_id)]))]
-    )
-    if model["scheduled"]:
-        raise Refused("course_exists", f"course {course_id!r} is already scheduled")
-    event = Event(
-        COURSE_SCHEDULED,
-        [course_tag(course_id)],
-        {"course_id": course_id, "title": title, "capacity": capacity},
-    )
-    return store.append(event, model.append_condition)
+
+    def rule(model: DecisionModel) -> Event:
+        if model["scheduled"]:
+            raise Refused("course_exists", f"course {course_id!r} is already scheduled")
+        data = {"course_id": course_id, "title": title, "capacity": capacity}
+        return Event(COURSE_SCHEDULED, [course_tag(course_id)], data)
+
+    scheduled = Query.of(types=[COURSE_SCHEDULED], tags=[course_tag(course_id)])
+    return Decider((exists("scheduled", scheduled),), rule)
 
 
-def register_student(store: EventStore, student_id: str, name: str) -> int:
-    """Register a student once; return the event's position."""
+def registration(student_id: str, name: str) -> Decider:
+    """Register a student, once."""
     _check_id("student", student_id)
     if not isinstance(name, str) or not name.strip():
         raise Invalid("invalid_name", "a student needs a name")
-    model = store.project(
-        [exists("registered", Query.of(types=[STUDENT_REGISTERED], tags=[student_tag(student_id)]))]
-    )
-    if model["registered"]:
-        raise Refused("student_exists", f"student {student_id!r} is already registered")
-    event = Event(
-        STUDENT_REGISTERED, [student_tag(student_id)], {"student_id": student_id, "name": name}
-    )
-    return store.append(event, model.append_condition)
+
+    def rule(model: DecisionModel) -> Event:
+        if model["registered"]:
+            raise Refused("student_exists", f"student {student_id!r} is already registered")
+        data = {"student_id": student_id, "name": name}
+        return Event(STUDENT_REGISTERED, [student_tag(student_id)], data)
+
+    registered = Query.of(types=[STUDENT_REGISTERED], tags=[student_tag(student_id)])
+    return Decider((exists("registered", registered),), rule)
 
 
 def decide_enrollment(
@@ -228,6 +261,48 @@ def decide_enrollment(
     )
 
 
+def enrollment(
+    course_id: str, student_id: str, max_courses: int = MAX_COURSES_PER_STUDENT
+) -> Decider:
+    """Enroll a student in a course (:func:`decide_enrollment` on both states)."""
+    _check_id("course", course_id)
+    _check_id("student", student_id)
+    return Decider(
+        enrollment_projectors(course_id, student_id),
+        lambda model: decide_enrollment(model, course_id, student_id, max_courses),
+    )
+
+
+def unenrollment(course_id: str, student_id: str) -> Decider:
+    """Unenroll a student, which frees a seat of the course."""
+    _check_id("course", course_id)
+    _check_id("student", student_id)
+
+    def rule(model: DecisionModel) -> Event:
+        course: CourseState = model["course"]
+        if not course.scheduled:
+            raise NotFound("unknown_course", f"no course {course_id!r}")
+        if student_id not in course.students:
+            raise Refused("not_enrolled", f"{student_id!r} is not enrolled in {course_id!r}")
+        return Event(
+            STUDENT_UNENROLLED,
+            [course_tag(course_id), student_tag(student_id)],
+            {"course_id": course_id, "student_id": student_id},
+        )
+
+    return Decider((course_projector(course_id),), rule)
+
+
+def schedule_course(store: EventStore, course_id: str, title: str, capacity: int) -> int:
+    """Schedule a course once; return the event's position."""
+    return decide(store, scheduling(course_id, title, capacity))
+
+
+def register_student(store: EventStore, student_id: str, name: str) -> int:
+    """Register a student once; return the event's position."""
+    return decide(store, registration(student_id, name))
+
+
 def enroll(
     store: EventStore,
     course_id: str,
@@ -235,29 +310,12 @@ def enroll(
     max_courses: int = MAX_COURSES_PER_STUDENT,
 ) -> int:
     """Enroll a student: project, decide, append under the model's condition."""
-    _check_id("course", course_id)
-    _check_id("student", student_id)
-    model = enrollment_model(store, course_id, student_id)
-    event = decide_enrollment(model, course_id, student_id, max_courses)
-    return store.append(event, model.append_condition)
+    return decide(store, enrollment(course_id, student_id, max_courses))
 
 
 def unenroll(store: EventStore, course_id: str, student_id: str) -> int:
     """Unenroll a student, which frees a seat of the course."""
-    _check_id("course", course_id)
-    _check_id("student", student_id)
-    model = store.project([course_projector(course_id)])
-    course: CourseState = model["course"]
-    if not course.scheduled:
-        raise NotFound("unknown_course", f"no course {course_id!r}")
-    if student_id not in course.students:
-        raise Refused("not_enrolled", f"{student_id!r} is not enrolled in {course_id!r}")
-    event = Event(
-        STUDENT_UNENROLLED,
-        [course_tag(course_id), student_tag(student_id)],
-        {"course_id": course_id, "student_id": student_id},
-    )
-    return store.append(event, model.append_condition)
+    return decide(store, unenrollment(course_id, student_id))
 
 
 def course_state(store: EventStore, course_id: str) -> CourseState:

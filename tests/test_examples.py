@@ -8,25 +8,31 @@ The Flask and FastAPI apps are driven through their own test clients.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
+import random
 import re
 import subprocess
 import sys
-import threading
+import tempfile
 import uuid
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, create_engine, insert, make_url
 from sqlalchemy.orm import Session
 
 from examples import _common, _web, courses
-from sa_crablet import DecisionModel, EventStore
+from sa_crablet import DecisionModel, Event, EventStore, create_sqlite_engine
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from starlette.types import ASGIApp, Message
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 180
@@ -241,204 +247,292 @@ def test_postgres_urls_use_psycopg() -> None:
     assert _common.normalize_url("sqlite:///x.db") == "sqlite:///x.db"
 
 
-# -- the web apps through their test clients -------------------------------------------------------
+# -- the web apps through their clients ----------------------------------------------------------
+#
+# Every scenario is a coroutine, run with asyncio.run: the FastAPI app is served through
+# httpx's ASGITransport after its lifespan's start-up (as an ASGI server would run it), and
+# concurrent requests are asyncio tasks; Flask's requests run on threads (asyncio.to_thread).
 
-Call = Callable[[str, str, dict[str, Any] | None], tuple[int, Any]]
+
+@dataclass(frozen=True)
+class Client:
+    """Requests to one app, answered ``(status, JSON body)``."""
+
+    call: Callable[[str, str, dict[str, Any] | None], Awaitable[tuple[int, Any]]]
+
+    async def post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        return await self.call("POST", path, body)
+
+    async def get(self, path: str) -> tuple[int, Any]:
+        return await self.call("GET", path, None)
+
+    async def delete(self, path: str) -> tuple[int, Any]:
+        return await self.call("DELETE", path, None)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Api:
-    """One app under test: ``client()`` makes a new client (one per thread)."""
+    """One app under test on one database and driver. ``engine`` is a synchronous engine on
+    the app's database, to check what was written behind the app's back; ``connect`` opens
+    a client in the running event loop."""
 
     engine: Engine
-    client: Callable[[], Call]
+    connect: Callable[[], AbstractAsyncContextManager[Client]]
 
-    def __post_init__(self) -> None:
-        self.call = self.client()
+    def run(self, scenario: Callable[[Client], Awaitable[None]]) -> None:
+        async def main() -> None:
+            async with self.connect() as client:
+                await scenario(client)
 
-    def post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
-        return self.call("POST", path, body)
-
-    def get(self, path: str) -> tuple[int, Any]:
-        return self.call("GET", path, None)
-
-    def delete(self, path: str) -> tuple[int, Any]:
-        return self.call("DELETE", path, None)
+        asyncio.run(main())
 
 
-def flask_api(url: str) -> Iterator[Api]:
+def flask_api(url: str, driver: str) -> Api:
     from examples.flask_app import create_app, db
 
     app = create_app(url)
     with app.app_context():
         engine = db.engine
+    assert engine.dialect.driver == driver
 
-    def client() -> Call:
-        test_client = app.test_client()
-
-        def call(method: str, path: str, body: dict[str, Any] | None) -> tuple[int, Any]:
-            response = test_client.open(path, method=method, json=body)
+    async def call(method: str, path: str, body: dict[str, Any] | None) -> tuple[int, Any]:
+        def request() -> tuple[int, Any]:
+            response = app.test_client().open(path, method=method, json=body)
             return response.status_code, response.get_json()
 
-        return call
+        return await asyncio.to_thread(request)  # concurrent requests: concurrent threads
 
-    yield Api(engine, client)
-    engine.dispose()
+    @asynccontextmanager
+    async def connect() -> AsyncIterator[Client]:
+        yield Client(call)
 
-
-def fastapi_api(url: str) -> Iterator[Api]:
-    from examples.fastapi_app import create_app
-
-    with warnings.catch_warnings():
-        # Starlette >= 1.10 prefers httpx2 over httpx for its TestClient; both work.
-        warnings.filterwarnings("ignore", message=r"Using `httpx` with `starlette\.testclient`")
-        from fastapi.testclient import TestClient
-
-    app = create_app(url)
-    engine: Engine = app.state.engine
-
-    def client() -> Call:
-        test_client = TestClient(app)
-
-        def call(method: str, path: str, body: dict[str, Any] | None) -> tuple[int, Any]:
-            response = test_client.request(method, path, json=body)
-            return response.status_code, response.json()
-
-        return call
-
-    yield Api(engine, client)
-    engine.dispose()
+    return Api(engine, connect)
 
 
+@asynccontextmanager
+async def served(app: ASGIApp) -> AsyncIterator[None]:
+    """What an ASGI server does around serving ``app``: the lifespan protocol's start-up
+    (which must complete) and, afterwards, its shut-down."""
+    to_app: asyncio.Queue[Message] = asyncio.Queue()
+    from_app: asyncio.Queue[Message] = asyncio.Queue()
+    scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": {}}
+
+    async def lifespan_protocol() -> None:
+        await app(scope, to_app.get, from_app.put)
+
+    lifespan = asyncio.create_task(lifespan_protocol())
+    await to_app.put({"type": "lifespan.startup"})
+    started = await from_app.get()
+    assert started["type"] == "lifespan.startup.complete", started
+    try:
+        yield
+    finally:
+        await to_app.put({"type": "lifespan.shutdown"})
+        stopped = await from_app.get()
+        await lifespan
+        assert stopped["type"] == "lifespan.shutdown.complete", stopped
+
+
+def fastapi_api(app: FastAPI, driver: str) -> Api:
+    """``app`` served through httpx's ASGITransport; its engine must use ``driver``."""
+    import httpx
+
+    assert app.state.engine.dialect.is_async and app.state.engine.dialect.driver == driver
+    database = app.state.engine.url
+    if database.get_backend_name() == "sqlite":
+        engine = create_sqlite_engine(str(database.database))
+    else:
+        engine = create_engine(database.set(drivername="postgresql+psycopg"))
+
+    @asynccontextmanager
+    async def connect() -> AsyncIterator[Client]:
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            served(app),
+            httpx.AsyncClient(transport=transport, base_url="http://app") as http,
+        ):
+
+            async def call(method: str, path: str, body: dict[str, Any] | None) -> tuple[int, Any]:
+                response = await http.request(method, path, json=body)
+                return response.status_code, response.json()
+
+            yield Client(call)
+
+    return Api(engine, connect)
+
+
+WEB_APPS = {
+    # the app's id: (framework, the URL's driver, the driver its engine must use)
+    "flask-sqlite": ("flask", "sqlite", "pysqlite"),
+    "flask-postgresql": ("flask", "postgresql+psycopg", "psycopg"),
+    "fastapi-aiosqlite": ("fastapi", "sqlite+aiosqlite", "aiosqlite"),
+    "fastapi-psycopg": ("fastapi", "postgresql", "psycopg"),  # a plain URL: the app picks
+    "fastapi-asyncpg": ("fastapi", "postgresql+asyncpg", "asyncpg"),
+}
 EXTRAS = {"flask": ["flask", "flask_sqlalchemy"], "fastapi": ["fastapi", "httpx"]}
 
 
-@pytest.fixture(params=sorted(EXTRAS))
-def api(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> Iterator[Api]:
-    missing = [name for name in EXTRAS[request.param] if importlib.util.find_spec(name) is None]
+@pytest.fixture(params=sorted(WEB_APPS))
+def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Api]:
+    framework, drivername, driver = WEB_APPS[request.param]
+    missing = [name for name in EXTRAS[framework] if importlib.util.find_spec(name) is None]
     if missing:  # CI installs them with the dev extra
-        pytest.skip(f"needs the {request.param!r} extra (missing: {', '.join(missing)})")
-    if backend == "postgresql":
-        url = str(request.getfixturevalue("postgres_database_url"))
+        pytest.skip(f"needs the {framework!r} extra (missing: {', '.join(missing)})")
+    if drivername.startswith("sqlite"):
+        database = make_url(f"sqlite:///{tmp_path / 'web.sqlite3'}")
     else:
-        url = f"sqlite:///{tmp_path / 'web.sqlite3'}"
-    make = flask_api if request.param == "flask" else fastapi_api
-    yield from make(url)
+        database = make_url(str(request.getfixturevalue("postgres_database_url")))
+    url = database.set(drivername=drivername).render_as_string(hide_password=False)
+    if framework == "flask":
+        api = flask_api(url, driver)
+    else:
+        from examples.fastapi_app import create_app
+
+        api = fastapi_api(create_app(url), driver)
+    yield api
+    api.engine.dispose()
 
 
 def unique(name: str) -> str:
     return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
-def setup_course(api: Api, capacity: int, students: int) -> tuple[str, list[str]]:
+async def setup_course(client: Client, capacity: int, students: int) -> tuple[str, list[str]]:
     course = unique("course")
-    assert api.post("/courses", {"id": course, "title": "T", "capacity": capacity})[0] == 201
+    status, _ = await client.post("/courses", {"id": course, "title": "T", "capacity": capacity})
+    assert status == 201
     names = [unique(f"student{i}") for i in range(students)]
     for name in names:
-        assert api.post("/students", {"id": name, "name": name.title()})[0] == 201
+        assert (await client.post("/students", {"id": name, "name": name.title()}))[0] == 201
     return course, names
 
 
-def assert_rows_match_events(api: Api, course: str) -> set[str]:
-    """The host's rows for a course are exactly the students its events enroll."""
+async def enroll(client: Client, course: str, student: str) -> tuple[int, Any]:
+    return await client.post(f"/courses/{course}/enrollments", {"student_id": student})
+
+
+async def assert_rows_match_events(api: Api, client: Client, course: str) -> set[str]:
+    """The host's rows for a course are exactly the students its events enroll, each once."""
     with Session(api.engine) as session:
-        events = EventStore(session).read(courses.enrollments_query([course]))
+        events = list(EventStore(session).read(courses.enrollments_query([course])))
         from_events = {s for c, s in courses.enrolled_from_events(events) if c == course}
-        rows = set(_web.enrollment_rows(session, course))
-    assert rows == from_events
-    status, view = api.get(f"/courses/{course}")
+        rows = _web.enrollment_rows(session, course)
+    assert len(rows) == len(set(rows))
+    assert set(rows) == from_events
+    status, view = await client.get(f"/courses/{course}")
     assert status == 200
-    assert set(view["students"]) == set(view["enrollment_rows"]) == rows
-    return rows
+    assert set(view["students"]) == set(view["enrollment_rows"]) == from_events
+    assert view["seats_left"] == view["capacity"] - len(from_events) >= 0
+    return from_events
 
 
 def test_api_enrollment_flow(api: Api) -> None:
-    course, (ann, ben, cid) = setup_course(api, capacity=2, students=3)
-    status, body = api.post("/courses", {"id": course, "title": "again", "capacity": 9})
-    assert (status, body["error"]) == (409, "course_exists")
-    status, body = api.post(f"/courses/{course}/enrollments", {"student_id": ann})
-    assert status == 201 and body["course_id"] == course and body["position"] > 0
-    status, body = api.post(f"/courses/{course}/enrollments", {"student_id": ann})
-    assert (status, body["error"]) == (409, "already_enrolled")
-    assert api.post(f"/courses/{course}/enrollments", {"student_id": ben})[0] == 201
-    status, body = api.post(f"/courses/{course}/enrollments", {"student_id": cid})
-    assert (status, body["error"]) == (409, "course_full")
-    assert assert_rows_match_events(api, course) == {ann, ben}
+    async def scenario(client: Client) -> None:
+        course, (ann, ben, cid) = await setup_course(client, capacity=2, students=3)
+        status, body = await client.post("/courses", {"id": course, "title": "x", "capacity": 9})
+        assert (status, body["error"]) == (409, "course_exists")
+        status, body = await enroll(client, course, ann)
+        assert status == 201 and body["course_id"] == course and body["position"] > 0
+        status, body = await enroll(client, course, ann)
+        assert (status, body["error"]) == (409, "already_enrolled")
+        assert (await enroll(client, course, ben))[0] == 201
+        status, body = await enroll(client, course, cid)
+        assert (status, body["error"]) == (409, "course_full")
+        assert await assert_rows_match_events(api, client, course) == {ann, ben}
 
-    status, body = api.delete(f"/courses/{course}/enrollments/{ben}")
-    assert status == 200 and body["student_id"] == ben
-    status, body = api.delete(f"/courses/{course}/enrollments/{ben}")
-    assert (status, body["error"]) == (409, "not_enrolled")
-    assert api.post(f"/courses/{course}/enrollments", {"student_id": cid})[0] == 201
-    assert assert_rows_match_events(api, course) == {ann, cid}
-    status, body = api.get(f"/students/{cid}")
-    assert status == 200 and body["courses"] == [course]
+        status, body = await client.delete(f"/courses/{course}/enrollments/{ben}")
+        assert status == 200 and body["student_id"] == ben
+        status, body = await client.delete(f"/courses/{course}/enrollments/{ben}")
+        assert (status, body["error"]) == (409, "not_enrolled")
+        assert (await enroll(client, course, cid))[0] == 201
+        assert await assert_rows_match_events(api, client, course) == {ann, cid}
+        status, body = await client.get(f"/students/{cid}")
+        assert status == 200 and body["courses"] == [course]
+
+    api.run(scenario)
 
 
 def test_api_refusals_and_validation(api: Api) -> None:
-    course, (ann,) = setup_course(api, capacity=5, students=1)
-    status, body = api.post(f"/courses/{unique('nope')}/enrollments", {"student_id": ann})
-    assert (status, body["error"]) == (404, "unknown_course")
-    assert api.get(f"/courses/{unique('nope')}")[0] == 404
-    status, body = api.post(f"/courses/{course}/enrollments", {"student_id": unique("nobody")})
-    assert (status, body["error"]) == (422, "unknown_student")
-    status, body = api.post("/courses", {"id": unique("c"), "title": "T"})
-    assert (status, body["error"]) == (422, "invalid_request")
-    status, body = api.post("/courses", {"id": unique("c"), "title": "T", "capacity": 0})
-    assert (status, body["error"]) == (422, "invalid_capacity")
-    # sa_crablet.ValidationError: "course:" + 600 characters is longer than a tag may be
-    status, body = api.post("/courses", {"id": "x" * 600, "title": "T", "capacity": 1})
-    assert status == 422 and body["error"] == "validation_error" and body["field"] == "tags"
-    # the per-student limit
-    others = [unique("c") for _ in range(courses.MAX_COURSES_PER_STUDENT + 1)]
-    for other in others:
-        assert api.post("/courses", {"id": other, "title": "T", "capacity": 3})[0] == 201
-    for other in others[:-1]:
-        assert api.post(f"/courses/{other}/enrollments", {"student_id": ann})[0] == 201
-    status, body = api.post(f"/courses/{others[-1]}/enrollments", {"student_id": ann})
-    assert (status, body["error"]) == (409, "course_limit")
+    async def scenario(client: Client) -> None:
+        course, (ann,) = await setup_course(client, capacity=5, students=1)
+        status, body = await enroll(client, unique("nope"), ann)
+        assert (status, body["error"]) == (404, "unknown_course")
+        assert (await client.get(f"/courses/{unique('nope')}"))[0] == 404
+        assert (await client.get(f"/students/{unique('nope')}"))[0] == 404
+        status, body = await enroll(client, course, unique("nobody"))
+        assert (status, body["error"]) == (422, "unknown_student")
+        status, body = await client.post("/courses", {"id": unique("c"), "title": "T"})
+        assert (status, body["error"]) == (422, "invalid_request")
+        new = {"id": unique("c"), "title": "T", "capacity": 0}
+        status, body = await client.post("/courses", new)
+        assert (status, body["error"]) == (422, "invalid_capacity")
+        # sa_crablet.ValidationError: "course:" + 600 characters is longer than a tag may be
+        status, body = await client.post("/courses", {"id": "x" * 600, "title": "T", "capacity": 1})
+        assert status == 422 and body["error"] == "validation_error" and body["field"] == "tags"
+        # the per-student limit
+        others = [unique("c") for _ in range(courses.MAX_COURSES_PER_STUDENT + 1)]
+        for other in others:
+            new = {"id": other, "title": "T", "capacity": 3}
+            assert (await client.post("/courses", new))[0] == 201
+        for other in others[:-1]:
+            assert (await enroll(client, other, ann))[0] == 201
+        status, body = await enroll(client, others[-1], ann)
+        assert (status, body["error"]) == (409, "course_limit")
+
+    api.run(scenario)
 
 
 def test_api_lost_race_answers_409(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     """A writer commits between the request's projection and its append: the append
     condition fails, nothing is written, the answer is a 409 that says to retry."""
-    course, (ann, rival) = setup_course(api, capacity=2, students=2)
-    original = courses.enrollment_model
     interfered: list[int] = []
+    original = courses.decide_enrollment
 
-    def projected_then_overtaken(store: EventStore, course_id: str, student: str) -> DecisionModel:
-        model = original(store, course_id, student)
-        if student == ann and not interfered:
-            with Session(api.engine) as other:  # the rival's request, which wins
-                interfered.append(_web.enroll(other, course_id, rival)["position"])
-                other.commit()
-        return model
+    async def scenario(client: Client) -> None:
+        course, (ann, rival) = await setup_course(client, capacity=2, students=2)
 
-    monkeypatch.setattr(courses, "enrollment_model", projected_then_overtaken)
-    status, body = api.post(f"/courses/{course}/enrollments", {"student_id": ann})
-    assert status == 409, body
-    assert body["error"] == "conflict" and body["retryable"] is True
-    assert body["conflicting_position"] == interfered[0]
-    assert "nothing was written" in body["message"]
-    assert assert_rows_match_events(api, course) == {rival}
-    # the client retries: one seat is still free
-    assert api.post(f"/courses/{course}/enrollments", {"student_id": ann})[0] == 201
-    assert assert_rows_match_events(api, course) == {ann, rival}
+        def decided_then_overtaken(
+            model: DecisionModel, course_id: str, student: str, max_courses: int
+        ) -> Event:
+            if student == ann and not interfered:
+                # The rival's request, which wins, on a connection of its own (in the
+                # FastAPI app, its event loop waits meanwhile).
+                with Session(api.engine) as other:
+                    interfered.append(_web.enroll(other, course_id, rival)["position"])
+                    other.commit()
+            return original(model, course_id, student, max_courses)
+
+        monkeypatch.setattr(courses, "decide_enrollment", decided_then_overtaken)
+        status, body = await enroll(client, course, ann)
+        assert status == 409, body
+        assert body["error"] == "conflict" and body["retryable"] is True
+        assert body["conflicting_position"] == interfered[0]
+        assert "nothing was written" in body["message"]
+        assert await assert_rows_match_events(api, client, course) == {rival}
+        # the client retries: one seat is still free
+        assert (await enroll(client, course, ann))[0] == 201
+        assert await assert_rows_match_events(api, client, course) == {ann, rival}
+
+    api.run(scenario)
 
 
 def test_api_host_row_and_event_commit_together(api: Api) -> None:
     """The host's constraint refuses the row: the event appended before it rolls back."""
-    course, (ann,) = setup_course(api, capacity=3, students=1)
-    with Session(api.engine) as session:  # a stray row, written behind the API's back
-        session.execute(
-            insert(_web.Enrollment).values(course_id=course, student_id=ann, position=0)
-        )
-        session.commit()
-    status, body = api.post(f"/courses/{course}/enrollments", {"student_id": ann})
-    assert (status, body["error"]) == (409, "integrity_error")
-    with Session(api.engine) as session:
-        events = list(EventStore(session).read(courses.enrollments_query([course])))
-    assert events == []  # the StudentEnrolled event was rolled back with the row
+
+    async def scenario(client: Client) -> None:
+        course, (ann,) = await setup_course(client, capacity=3, students=1)
+        with Session(api.engine) as session:  # a stray row, written behind the API's back
+            session.execute(
+                insert(_web.Enrollment).values(course_id=course, student_id=ann, position=0)
+            )
+            session.commit()
+        status, body = await enroll(client, course, ann)
+        assert (status, body["error"]) == (409, "integrity_error")
+        with Session(api.engine) as session:
+            events = list(EventStore(session).read(courses.enrollments_query([course])))
+        assert events == []  # the StudentEnrolled event was rolled back with the row
+
+    api.run(scenario)
 
 
 RACERS = 8
@@ -446,32 +540,96 @@ RACERS = 8
 
 @pytest.mark.parametrize("round_", range(3))
 def test_api_concurrent_requests_race_for_the_last_seat(api: Api, round_: int) -> None:
+    """Concurrent requests, none retried, for one seat left: exactly one is admitted."""
     capacity = 3
-    course, students = setup_course(api, capacity, students=capacity - 1 + RACERS)
-    for early in students[: capacity - 1]:
-        assert api.post(f"/courses/{course}/enrollments", {"student_id": early})[0] == 201
-    racers = students[capacity - 1 :]
-    barrier = threading.Barrier(RACERS, timeout=30)
-    answers: list[tuple[int, Any]] = [(0, None)] * RACERS
 
-    def race(i: int) -> None:
-        call = api.client()  # one client per thread
-        barrier.wait()
-        answers[i] = call("POST", f"/courses/{course}/enrollments", {"student_id": racers[i]})
+    async def scenario(client: Client) -> None:
+        course, students = await setup_course(client, capacity, students=capacity - 1 + RACERS)
+        for early in students[: capacity - 1]:
+            assert (await enroll(client, course, early))[0] == 201
+        racers = students[capacity - 1 :]
+        answers = await asyncio.gather(*(enroll(client, course, racer) for racer in racers))
+        statuses = [status for status, _ in answers]
+        assert statuses.count(201) == 1, answers
+        assert statuses.count(409) == RACERS - 1, answers
+        refusals = {body["error"] for status, body in answers if status == 409}
+        assert refusals <= {"conflict", "course_full"}, answers
+        enrolled = await assert_rows_match_events(api, client, course)
+        assert len(enrolled) == capacity
+        winner = next(racers[i] for i, (status, _) in enumerate(answers) if status == 201)
+        assert winner in enrolled
 
-    threads = [threading.Thread(target=race, args=(i,)) for i in range(RACERS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    statuses = [status for status, _ in answers]
-    assert statuses.count(201) == 1, answers
-    assert statuses.count(409) == RACERS - 1, answers
-    assert {body["error"] for status, body in answers if status == 409} <= {
-        "conflict",
-        "course_full",
-    }
-    enrolled = assert_rows_match_events(api, course)
-    assert len(enrolled) == capacity
-    winner = next(racers[i] for i, (status, _) in enumerate(answers) if status == 201)
-    assert winner in enrolled
+    api.run(scenario)
+
+
+SEATS, APPLICANTS = 10, 40
+
+
+async def enroll_retrying(client: Client, course: str, student: str) -> tuple[int, Any, int]:
+    """What a client does with a 409 ``conflict`` (``"retryable": true``): ask again, after
+    a short random pause, until admitted or refused. Returns the last answer and the number
+    of conflicts before it."""
+    for conflicts in range(100):
+        status, body = await enroll(client, course, student)
+        if not (status == 409 and body["error"] == "conflict"):
+            return status, body, conflicts
+        await asyncio.sleep(random.uniform(0, 0.002 * min(conflicts + 1, 10)))
+    raise AssertionError(f"{student}: still conflicting after 100 attempts")
+
+
+def test_api_many_concurrent_enrollments(api: Api) -> None:
+    """40 students ask for a course of 10 seats at once (40 concurrent requests) and retry
+    lost races: exactly 10 are admitted, the 30 others refused ``course_full``, and the
+    host's rows, the events and both views agree."""
+
+    async def scenario(client: Client) -> None:
+        course, students = await setup_course(client, SEATS, APPLICANTS)
+        outcomes = await asyncio.gather(*(enroll_retrying(client, course, s) for s in students))
+        admitted = {
+            s for s, (status, _, _) in zip(students, outcomes, strict=True) if status == 201
+        }
+        refused = [body["error"] for status, body, _ in outcomes if status != 201]
+        assert len(admitted) == SEATS, outcomes
+        assert refused == ["course_full"] * (APPLICANTS - SEATS), outcomes
+        assert all(status == 409 for status, _, _ in outcomes if status != 201)
+        assert await assert_rows_match_events(api, client, course) == admitted
+        positions = [body["position"] for status, body, _ in outcomes if status == 201]
+        with Session(api.engine) as session:
+            events = list(EventStore(session).read(courses.enrollments_query([course])))
+        assert sorted(positions) == [event.position for event in events]  # nothing else
+        for student in students[:3]:
+            status, view = await client.get(f"/students/{student}")
+            assert status == 200 and view["courses"] == ([course] if student in admitted else [])
+
+    api.run(scenario)
+
+
+def test_fastapi_app_database_urls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Plain URLs get an async driver; with none, the app serves a new SQLite file."""
+    pytest.importorskip("fastapi")
+    from examples.fastapi_app import async_url, create_app
+
+    assert async_url("postgres://u@h/d") == "postgresql+psycopg://u@h/d"
+    assert async_url("postgresql://u@h/d") == "postgresql+psycopg://u@h/d"
+    assert async_url("postgresql+asyncpg://u@h/d") == "postgresql+asyncpg://u@h/d"
+    assert async_url("sqlite:///x.db") == "sqlite+aiosqlite:///x.db"
+    monkeypatch.delenv(_common.DATABASE_URL_VARIABLE, raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the default file goes
+    app = create_app()
+    database = app.state.engine.url
+    assert database.drivername == "sqlite+aiosqlite"
+    assert Path(database.database).parent.parent == tmp_path
+    api = fastapi_api(app, "aiosqlite")
+
+    async def scenario(client: Client) -> None:
+        course, (ann,) = await setup_course(client, capacity=1, students=1)
+        assert (await enroll(client, course, ann))[0] == 201
+        assert await assert_rows_match_events(api, client, course) == {ann}
+
+    try:
+        api.run(scenario)
+    finally:
+        api.engine.dispose()
+    explicit = tmp_path / "explicit.sqlite3"
+    monkeypatch.setenv(_common.DATABASE_URL_VARIABLE, f"sqlite:///{explicit}")
+    assert create_app().state.engine.url == make_url(f"sqlite+aiosqlite:///{explicit}")

@@ -11,7 +11,7 @@ from examples.fastapi_app import create_app
 
 
 def main() -> None:
-    arguments = parser("Serve the course-enrollment API (FastAPI) on 127.0.0.1.")
+    arguments = parser("Serve the course-enrollment API (FastAPI, async) on 127.0.0.1.")
     arguments.add_argument("--port", type=int, default=8000, help="(default: %(default)s)")
     args = arguments.parse_args()
     try:

@@ -36,15 +36,6 @@ db = SQLAlchemy(metadata=_web.Base.metadata)
 """The extension; ``db.session`` is the request's session (one per application context)."""
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    """What ``sa_crablet.create_sqlite_engine`` sets, for Flask-SQLAlchemy's own engine:
-    WAL, so readers never block the writer."""
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
-
-
 def _body() -> dict[str, Any]:
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
@@ -74,7 +65,7 @@ def create_app(database_url: str | None = None) -> Flask:
     db.init_app(app)
     with app.app_context():
         if sqlite_file:
-            event.listen(db.engine, "connect", _sqlite_pragmas)
+            event.listen(db.engine, "connect", _web.sqlite_pragmas)
         sa_crablet.upgrade(db.engine)
         db.create_all()
 
