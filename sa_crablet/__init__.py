@@ -2,7 +2,9 @@
 
 The names below are the public surface. More lives in modules of its own: projector helpers
 in :mod:`sa_crablet.projectors`, tag helpers in :mod:`sa_crablet.events`, heads' snapshots
-in :mod:`sa_crablet.query`, projection progress in :mod:`sa_crablet.projection`, command
+in :mod:`sa_crablet.query`, read results and projection streams in :mod:`sa_crablet.streams`
+(their async forms in :mod:`sa_crablet.async_store`), projection progress in
+:mod:`sa_crablet.projection`, command
 records in :mod:`sa_crablet.commands`, migrations in :mod:`sa_crablet.migrate`, the tables'
 ``MetaData`` in :mod:`sa_crablet.schema`, statements for inspection in
 :mod:`sa_crablet.statements`.
@@ -37,18 +39,18 @@ from sa_crablet.schema import commands as commands_table
 from sa_crablet.schema import events as events_table
 from sa_crablet.sqlite import create_sqlite_engine
 from sa_crablet.store import EventStore
-from sa_crablet.streams import ReadResult
 
 if TYPE_CHECKING:
     from sa_crablet.async_executor import AsyncCommandExecutor
-    from sa_crablet.async_store import AsyncEventStore, AsyncReadResult
+    from sa_crablet.async_store import AsyncEventStore
+    from sa_crablet.sqlite import create_async_sqlite_engine
 
 __version__ = "0.1.0"
 
 _ASYNC = {
     "AsyncCommandExecutor": "sa_crablet.async_executor",
     "AsyncEventStore": "sa_crablet.async_store",
-    "AsyncReadResult": "sa_crablet.async_store",
+    "create_async_sqlite_engine": "sa_crablet.sqlite",
 }
 
 
@@ -76,11 +78,9 @@ __all__ = [
     "fail_if_exists",
     # the store and its decision models
     "AsyncEventStore",
-    "AsyncReadResult",
     "DecisionModel",
     "EventStore",
     "EventStoreConfig",
-    "ReadResult",
     "StateProjector",
     # commands
     "AsyncCommandExecutor",
@@ -105,6 +105,7 @@ __all__ = [
     # schema, migrations, set-up
     "allow_mutation",
     "commands_table",
+    "create_async_sqlite_engine",
     "create_schema",
     "create_sqlite_engine",
     "events_table",

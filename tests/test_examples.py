@@ -135,7 +135,8 @@ def test_streaming_memory_check_has_teeth(
 ) -> None:
     """With reads that hold the whole history in memory, the example fails (exit 1)."""
     from examples import streaming
-    from sa_crablet import Head, Query, ReadResult
+    from sa_crablet import Head, Query
+    from sa_crablet.streams import ReadResult
 
     class HoardingStore(EventStore):
         def read(

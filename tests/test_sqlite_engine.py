@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
+from pathlib import Path
 
 import pytest
 import sqlalchemy.exc
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
 import sa_crablet
 from sa_crablet import (
     AppendCondition,
+    AsyncEventStore,
     ConcurrencyError,
     Event,
     EventStore,
@@ -83,3 +87,35 @@ def test_the_busy_timeout_is_validated(timeout: object) -> None:
     with pytest.raises(ValidationError) as error:
         create_sqlite_engine(busy_timeout=timeout)  # type: ignore[arg-type]
     assert error.value.field == "busy_timeout"
+
+
+def test_the_async_engine_is_set_up_like_the_sync_one(tmp_path: Path) -> None:
+    """``create_async_sqlite_engine``: WAL for a file, the busy timeout, one connection for
+    an in-memory database; the async store works on both (tasks take turns in memory)."""
+
+    async def main() -> None:
+        for path in (str(tmp_path / "events.sqlite3"), ":memory:"):
+            engine = sa_crablet.create_async_sqlite_engine(path, busy_timeout=2)
+            try:
+                await sa_crablet.upgrade_async(engine)
+                async with engine.connect() as conn:
+                    mode = (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar_one()
+                    busy = (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar_one()
+                assert (mode, busy) == ("wal" if path != ":memory:" else "memory", 2000)
+
+                async def claim(seat: int, engine: AsyncEngine = engine) -> None:
+                    async with AsyncSession(engine) as session:
+                        store = AsyncEventStore(session)
+                        await store.append(Event("SeatClaimed", [f"seat:{seat}"]))
+                        await session.commit()
+
+                await asyncio.gather(*(claim(seat) for seat in range(10)))
+                async with AsyncSession(engine) as session:
+                    events = await AsyncEventStore(session).read(Query.all()).all()
+                assert len(events) == 10
+            finally:
+                await engine.dispose()
+
+    asyncio.run(main())
+    with pytest.raises(ValidationError):
+        sa_crablet.create_async_sqlite_engine(busy_timeout=-1)

@@ -27,7 +27,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy import event, make_url
+from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -74,17 +74,15 @@ def async_url(url: str) -> str:
 
 def async_engine_for(url: str, *, connections: int = 20) -> AsyncEngine:
     """An ``AsyncEngine`` for ``url`` (see :func:`async_url`) with a pool of
-    ``connections``; a SQLite file gets WAL and a busy timeout, as
-    ``sa_crablet.create_sqlite_engine`` gives a synchronous engine."""
+    ``connections``; a SQLite file is set up by ``sa_crablet.create_async_sqlite_engine``
+    (WAL, a busy timeout)."""
     parsed = make_url(async_url(url))
     pool: dict[str, Any] = {"pool_size": connections, "max_overflow": 5}
     if parsed.get_backend_name() != "sqlite":
         return create_async_engine(parsed, **pool)
     if parsed.database in (None, "", ":memory:"):
         raise SystemExit("the app needs a SQLite file (sqlite+aiosqlite:///path), not :memory:")
-    engine = create_async_engine(parsed, connect_args={"timeout": 5.0}, **pool)
-    event.listen(engine.sync_engine, "connect", _web.sqlite_pragmas)
-    return engine
+    return sa_crablet.create_async_sqlite_engine(parsed.database, **pool)
 
 
 def session_dependency(
