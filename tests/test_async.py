@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
@@ -20,12 +20,17 @@ from sqlalchemy.pool import NullPool
 import sa_crablet
 from sa_crablet import (
     AppendCondition,
+    AsyncCommandExecutor,
     AsyncEventStore,
+    Command,
+    ConcurrencyError,
+    Decision,
     Event,
     EventStore,
     EventStoreConfig,
     OperationTimeoutError,
     Query,
+    RetryPolicy,
     TooManyAppendsError,
     TooManyProjectionsError,
     fail_if_exists,
@@ -351,3 +356,67 @@ def test_migrations_from_an_asyncio_application(
         assert asyncio.run(main()) == ["A"]
     finally:
         drop()
+
+
+@pytest.mark.postgresql_only
+def test_managed_async_executions_retry_lost_races(pg: Engine, driver: str) -> None:
+    """A handler whose decision is always stale: each attempt loses, up to the policy's
+    count; an async handler that decides on fresh state wins at once."""
+
+    async def body(engine: AsyncEngine) -> None:
+        async with AsyncSession(engine) as session:
+            await AsyncEventStore(session).append(Event("Opened", ["account:a"]))
+            await session.commit()
+        attempts = 0
+
+        async def always_stale(store: AsyncEventStore, command: Command) -> Decision:
+            nonlocal attempts
+            attempts += 1
+            return Decision(Event("Spent", ["account:a"]), fail_if_exists("account:a"))
+
+        async def fresh(store: AsyncEventStore, command: Command) -> Decision:
+            model = await store.project([counter("n", Query.of(tags=["account:a"]))])
+            return Decision(Event("Spent", ["account:a"]), model.append_condition)
+
+        executor = AsyncCommandExecutor(
+            engine, retry=RetryPolicy(attempts=3, backoff=0.001, max_backoff=0.002)
+        )
+        with pytest.raises(ConcurrencyError) as error:
+            await executor.execute(Command("Spend", id="stale"), always_stale)
+        assert error.value.attempts == 3 and attempts == 3
+        result = await executor.execute(Command("Spend", id="fresh"), fresh)
+        assert (result.position, result.attempts, result.duplicate) == (2, 1, False)
+        again = await executor.execute(Command("Spend", id="fresh"), fresh)
+        assert again.duplicate and again.position == 2
+
+    run_with(pg, driver, body)
+    assert count_events(pg) == 2
+
+
+@pytest.mark.postgresql_only
+def test_async_psycopg_takes_the_one_round_trip_path(pg: Engine) -> None:
+    """On psycopg's AsyncConnection the store's statements go straight to the driver: a
+    conditional append is one query string, as on the sync psycopg runner (read on the
+    wire); with a listener installed they go through Core, two round trips."""
+    from tests.wire import wire
+
+    async def round_trips(engine: AsyncEngine) -> int:
+        async with AsyncSession(engine) as session:
+            await session.execute(text("SELECT 1"))
+            sync = session.sync_session
+            store = AsyncEventStore(session)
+            with wire(sync) as sent:
+                await store.append(Event("A", ["t:1"]), fail_if_exists("t:1"))
+            await session.rollback()
+        return sent.round_trips
+
+    async def main() -> None:
+        engine = create_async_engine(async_url(pg, "psycopg-async"), poolclass=NullPool)
+        try:
+            assert await round_trips(engine) == 1
+            event.listen(engine.sync_engine, "before_cursor_execute", lambda *args: None)
+            assert await round_trips(engine) == 2
+        finally:
+            await engine.dispose()
+
+    asyncio.run(main())
