@@ -89,6 +89,7 @@ BARE = "prototype, bare connection"
 CONTENDERS = (SYNC, STORE, BRIDGED, NATIVE, BARE)
 SUFFIX = {SYNC: "sync", STORE: "store", BRIDGED: "bridged", NATIVE: "native", BARE: "bare"}
 G = "async_bridge"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 # -- the prototype: one logic, yielding the driver's awaitables ----------------------------------
@@ -535,7 +536,7 @@ def profiled(store: AsyncCrabletPg, call: timing.AsyncCall, calls: int) -> dict[
             own[key] = own.get(key, 0.0) + frame.total_self_time
     text: str = profiler.output_text(unicode=False, color=False, show_all=False)
     return {
-        "tree": text,
+        "tree": text.replace(f"{ROOT}/", ""),  # paths relative to the checkout
         "wall_us_per_call": session.duration / calls * 1e6,
         "bridge_self_us_per_call": {k: v / calls * 1e6 for k, v in sorted(own.items())},
     }
@@ -782,7 +783,7 @@ def main(argv: list[str] | None = None) -> int:
         "revision": revision(),
         "machine": machine(),
         "versions": versions() | {"greenlet": greenlet.__version__},
-        **{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        **{k: v for k, v in vars(args).items() if k != "output"},
     }
     log(f"async bridge: building {len(CONTENDERS)} stores of {args.fill:,} events")
     names = build(args)

@@ -180,7 +180,7 @@ def async_targets(records: list[Record]) -> list[dict[str, Any]]:
                 {
                     "scenario": f"{scenario} {driver}",
                     "target": f"within 10% of the sync store (>= {ASYNC_WITHIN_SYNC}x)",
-                    "measured": _x(value),
+                    "measured": _x(value, 3),  # 0.897x must not read as 0.90x
                     "met": None if value is None else value >= ASYNC_WITHIN_SYNC,
                 }
             )
@@ -512,8 +512,8 @@ def _async_chart(plt: Any, records: list[Record], directory: Path, stem: str) ->
         ax.set_xlabel("throughput ratio")
     axes[0].set_yticks(y, scenarios)
     axes[0].invert_yaxis()
-    axes[0].plot([], [], color="red", linewidth=2, label="target")
-    axes[0].legend(loc="lower right")
+    axes[1].plot([], [], color="red", linewidth=2, label="target")
+    axes[1].legend(loc="lower right")
     fig.suptitle("AsyncEventStore against the sync store and the peer (PostgreSQL, same run)")
     fig.tight_layout()
     name = f"{stem}_async.png"
