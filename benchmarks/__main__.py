@@ -2,7 +2,8 @@
 
 Runs scenarios S1-S8 of the performance brief for sa_crablet, a hand-written psycopg 3
 floor and the ``eventsourcing`` DCB recorder (the peer), side by side on the same
-PostgreSQL, plus sa_crablet on SQLite against a raw ``sqlite3`` floor. Writes
+PostgreSQL, with sa_crablet's ``AsyncEventStore`` on psycopg and on asyncpg in S1, S2, S4,
+S6 and S7, plus sa_crablet on SQLite against a raw ``sqlite3`` floor. Writes
 ``benchmarks/results/benchmark[_quick].{json,md}`` and, in full mode with matplotlib,
 PNG charts. See ``docs/performance.md`` for the method and the findings.
 
@@ -69,7 +70,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--strict",
         action="store_true",
-        help="exit 1 when an S7b invariant is violated or a writer thread failed",
+        help="exit 1 when an S7b invariant is violated or a writer (thread or task) failed",
     )
     return parser.parse_args(argv)
 
@@ -143,6 +144,16 @@ def postgresql_info(dsn: str) -> dict[str, Any]:
     return {"version": version[0] if version else "?", "settings": settings}
 
 
+def failures(records: list[Record]) -> list[Record]:
+    """Results that ``--strict`` fails on: an S7b invariant violation (any contender, sync or
+    async), a writer that raised, a failed memory measurement."""
+    return [
+        r
+        for r in records
+        if r.extra.get("violations") or r.extra.get("errors") or r.extra.get("memory_error")
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     settings: Settings = QUICK if args.quick else FULL
@@ -189,11 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in written:
         print(f"wrote {path}", file=sys.stderr)
     print(report.markdown(records, meta, []))
-    bad = [
-        r
-        for r in records
-        if r.extra.get("violations") or r.extra.get("errors") or r.extra.get("memory_error")
-    ]
+    bad = failures(records)
     for r in bad:
         print(f"WARNING: {r.scenario} {r.contender}: {r.extra}", file=sys.stderr)
     if meta.get("errors"):

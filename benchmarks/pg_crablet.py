@@ -23,17 +23,21 @@ from sa_crablet import (
 from sa_crablet.projectors import counter
 
 
-def engine_for(dsn: str, dbname: str, pool_size: int = 10) -> Engine:
+def url_for(dsn: str, dbname: str, driver: str = "psycopg") -> URL:
+    """The SQLAlchemy URL of database ``dbname`` on the server of ``dsn``."""
     p = dsn_params(dsn)
-    url = URL.create(
-        "postgresql+psycopg",
+    return URL.create(
+        f"postgresql+{driver}",
         username=p["user"],
         password=p["password"] or None,
         host=p["host"],
         port=p["port"],
         database=dbname,
     )
-    return create_engine(url, pool_size=pool_size, max_overflow=0)
+
+
+def engine_for(dsn: str, dbname: str, pool_size: int = 10) -> Engine:
+    return create_engine(url_for(dsn, dbname), pool_size=pool_size, max_overflow=0)
 
 
 class CrabletOps:

@@ -1,4 +1,5 @@
-"""Scenarios S1-S7 on PostgreSQL: sa_crablet, the floor and the peer in the same run.
+"""Scenarios S1-S7 on PostgreSQL: sa_crablet, the floor and the peer in the same run, and
+sa_crablet's ``AsyncEventStore`` on each async driver in S1, S2, S4, S6 and S7.
 
 Each contender gets its own fresh database (created, filled, ``VACUUM (ANALYZE)``-ed,
 dropped at the end). Reads (S4, S5) run first on the freshly filled stores; appends follow;
@@ -11,17 +12,28 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sa_crablet
-from benchmarks import timing
+from benchmarks import pg_async, timing
+from benchmarks.pg_async import AsyncCrabletPg
 from benchmarks.pg_crablet import CrabletPg, engine_for
 from benchmarks.pg_floor import FloorPg
 from benchmarks.pg_peer import PeerPg
-from benchmarks.records import CRABLET, FLOOR, FLOOR_AC, PEER, Record, Settings, record
-from benchmarks.timing import Op, Samples
+from benchmarks.records import (
+    ASYNC_ASYNCPG,
+    ASYNC_PSYCOPG,
+    CRABLET,
+    FLOOR,
+    FLOOR_AC,
+    PEER,
+    Record,
+    Settings,
+    record,
+)
+from benchmarks.timing import AsyncOp, Op, Samples
 from benchmarks.workload import (
     COURSES,
     TYPES,
@@ -33,11 +45,20 @@ from benchmarks.workload import (
     drop_database,
     fill_crablet_schema,
     fill_peer_schema,
+    make_subscription,
     payload,
 )
 
 G = "postgresql"
-SUBSCRIBED = TYPES[2]
+MAIN = (CRABLET, FLOOR, PEER)
+ASYNC_DRIVERS = {ASYNC_PSYCOPG: "psycopg", ASYNC_ASYNCPG: "asyncpg"}
+DATABASE_SUFFIX = {
+    CRABLET: "crablet",
+    FLOOR: "floor",
+    PEER: "peer",
+    ASYNC_PSYCOPG: "async_psycopg",
+    ASYNC_ASYNCPG: "async_asyncpg",
+}
 
 
 def log(message: str) -> None:
@@ -52,6 +73,7 @@ class Stores:
     floor: FloorPg
     floor_ac: FloorPg
     peer: PeerPg
+    asyncs: dict[str, AsyncCrabletPg]
     databases: dict[str, str]
 
     def main(self) -> dict[str, Any]:
@@ -60,13 +82,20 @@ class Stores:
     def close(self) -> None:
         for store in (self.crablet, self.floor, self.floor_ac, self.peer):
             store.close()
+        for astore in self.asyncs.values():
+            astore.close()
 
 
 def build_databases(
-    dsn: str, prefix: str, fill: int, courses: int, meta: dict[str, Any]
+    dsn: str,
+    prefix: str,
+    fill: int,
+    courses: int,
+    meta: dict[str, Any],
+    contenders: Sequence[str] = MAIN,
 ) -> dict[str, str]:
     """Create, migrate and fill one database per contender; return contender -> database."""
-    names = {CRABLET: f"{prefix}_crablet", FLOOR: f"{prefix}_floor", PEER: f"{prefix}_peer"}
+    names = {c: f"{prefix}_{DATABASE_SUFFIX[c]}" for c in contenders}
     for contender, db in names.items():
         create_database(dsn, db)
         if contender == PEER:
@@ -93,6 +122,9 @@ def open_stores(dsn: str, names: dict[str, str]) -> Stores:
         floor=FloorPg(dsn, names[FLOOR]),
         floor_ac=FloorPg(dsn, names[FLOOR], autocommit=True),
         peer=PeerPg(dsn, names[PEER]),
+        asyncs={
+            name: AsyncCrabletPg(dsn, names[name], driver) for name, driver in ASYNC_DRIVERS.items()
+        },
         databases=names,
     )
 
@@ -102,10 +134,12 @@ def open_stores(dsn: str, names: dict[str, str]) -> Stores:
 
 def s4_reads(stores: Stores, s: Settings, courses: int = COURSES) -> list[Record]:
     contenders = {**stores.main(), FLOOR_AC: stores.floor_ac}
-    ops: dict[str, Op] = {}
+    ops: dict[str, Op | AsyncOp] = {}
     for name, store in contenders.items():
         src = EventSource(4, courses)
         ops[name] = reader(store, src)
+    for name, astore in stores.asyncs.items():
+        ops[name] = pg_async.reader(astore, EventSource(4, courses))
     results = timing.interleaved(ops, rounds=s.rounds, calls=s.read_calls, warmup=s.warmup)
     return [
         record(
@@ -153,10 +187,12 @@ def measure_memory(dsn: str, contender: str, db: str) -> dict[str, Any]:
 
 def s1_appends(stores: Stores, s: Settings) -> list[Record]:
     contenders = {**stores.main(), FLOOR_AC: stores.floor_ac}
-    ops: dict[str, Op] = {}
+    ops: dict[str, Op | AsyncOp] = {}
     for name, store in contenders.items():
         src = EventSource(1)
         ops[name] = _appender(store, src)
+    for name, astore in stores.asyncs.items():
+        ops[name] = pg_async.appender(astore, EventSource(1))
     results = timing.interleaved(ops, rounds=s.rounds, calls=s.calls, warmup=s.warmup)
     title = "append 1 event, no condition"
     return [record(G, "S1", title, n, "appends/s", sm) for n, sm in results.items()]
@@ -171,9 +207,11 @@ def _appender(store: Any, src: EventSource) -> Op:
 
 
 def s2_conditional(stores: Stores, s: Settings) -> list[Record]:
-    ops: dict[str, Op] = {}
+    ops: dict[str, Op | AsyncOp] = {}
     for name, store in stores.main().items():
         ops[name] = conditional_appender(store, EventSource(2))
+    for name, astore in stores.asyncs.items():
+        ops[name] = pg_async.conditional_appender(astore, EventSource(2))
     results = timing.interleaved(ops, rounds=s.rounds, calls=s.calls, warmup=s.warmup)
     title = "append 1 event with condition (type + tag, after = head)"
     return [record(G, "S2", title, n, "appends/s", sm) for n, sm in results.items()]
@@ -223,27 +261,18 @@ def _rejected_appender(
 
 
 def s6_decisions(stores: Stores, s: Settings) -> list[Record]:
-    ops: dict[str, Op] = {}
+    ops: dict[str, Op | AsyncOp] = {}
     conflicts: dict[str, int] = {}
     for name, store in stores.main().items():
         ops[name] = _decider(store, EventSource(6), conflicts, name)
+    for name, astore in stores.asyncs.items():
+        ops[name] = pg_async.decider(astore, EventSource(6), conflicts)
     results = timing.interleaved(ops, rounds=s.rounds, calls=s.decide_calls, warmup=s.warmup)
     title = "decision cycle: read scope, decide, conditional append (1 writer)"
     return [
         record(G, "S6", title, n, "cycles/s", sm, conflicts=conflicts.get(n, 0))
         for n, sm in results.items()
     ]
-
-
-def make_subscription(tag: str, src: EventSource) -> Callable[[int], Ev]:
-    k = int(tag.split(":")[1]) if tag.split(":")[1].isdigit() else 0
-
-    def make(seen: int) -> Ev:
-        data = payload(k, src.rng.randrange(10_000), 50)
-        data["seen"] = seen
-        return Ev(SUBSCRIBED, tag, data)
-
-    return make
 
 
 def _decider(store: Any, src: EventSource, conflicts: dict[str, int], name: str) -> Op:
@@ -256,32 +285,32 @@ def _decider(store: Any, src: EventSource, conflicts: dict[str, int], name: str)
     return op
 
 
+Outcome = tuple[Samples, list[str]]
+
+
 def s7_writers(stores: Stores, s: Settings) -> list[Record]:
-    """S7a (distinct tags) and S7b (one tag), ``s.writers`` threads per contender."""
+    """S7a (distinct tags) and S7b (one tag), ``s.writers`` threads per contender (asyncio
+    tasks in one event loop for the async ones)."""
     totals: dict[str, dict[str, Samples]] = {"S7a": {}, "S7b": {}}
     errors: dict[str, list[str]] = {}
     violations: dict[str, int] = {}
-    names = list(stores.main())
+    names = [*stores.main(), *stores.asyncs]
     for r in range(s.writer_rounds):
         for name in timing.rotated(names, r):
-            store = stores.main()[name]
-            writers = store.writers(s.writers)
-            # S7a: writer i appends on its own course, conditional on its own head.
-            head = store.head()
-            steps = [
-                _distinct_writer(w, EventSource(100 + i), COURSES + i, head)
-                for i, w in enumerate(writers)
-            ]
-            sm, errs = timing.run_writers(steps, s.writer_seconds)
-            totals["S7a"].setdefault(name, Samples()).add(sm)
-            errors.setdefault(name, []).extend(errs)
             # S7b: every writer runs decision cycles on the same, fresh tag.
             hot = f"course:hot-{r}"
-            steps = [_hot_writer(w, EventSource(200 + i), hot) for i, w in enumerate(writers)]
-            sm, errs = timing.run_writers(steps, s.writer_seconds)
-            totals["S7b"].setdefault(name, Samples()).add(sm)
-            errors.setdefault(name, []).extend(errs)
-            violations[name] = violations.get(name, 0) + _violations(store, hot, sm.units)
+            store: Any
+            if name in stores.asyncs:
+                store = stores.asyncs[name]
+                distinct, decisions = _async_writers(store, s, hot)
+            else:
+                store = stores.main()[name]
+                distinct, decisions = _threaded_writers(store, s, hot)
+            for scenario, (sm, errs) in (("S7a", distinct), ("S7b", decisions)):
+                totals[scenario].setdefault(name, Samples()).add(sm)
+                errors.setdefault(name, []).extend(errs)
+            successes = decisions[0].units
+            violations[name] = violations.get(name, 0) + _violations(store, hot, successes)
     records = []
     for name in names:
         a, b = totals["S7a"][name], totals["S7b"][name]
@@ -341,6 +370,31 @@ def _hot_writer(store: Any, src: EventSource, tag: str) -> timing.WriterStep:
     return step
 
 
+def _threaded_writers(store: Any, s: Settings, hot: str) -> tuple[Outcome, Outcome]:
+    """One S7a run and one S7b run (on tag ``hot``), one thread per writer."""
+    writers = store.writers(s.writers)
+    # S7a: writer i appends on its own course, conditional on its own head.
+    head = store.head()
+    steps = [
+        _distinct_writer(w, EventSource(100 + i), COURSES + i, head) for i, w in enumerate(writers)
+    ]
+    distinct = timing.run_writers(steps, s.writer_seconds)
+    steps = [_hot_writer(w, EventSource(200 + i), hot) for i, w in enumerate(writers)]
+    return distinct, timing.run_writers(steps, s.writer_seconds)
+
+
+def _async_writers(store: AsyncCrabletPg, s: Settings, hot: str) -> tuple[Outcome, Outcome]:
+    """The same with one asyncio task per writer, in the store's event loop."""
+    head = store.head()
+    steps = [
+        pg_async.distinct_writer(store, EventSource(100 + i), COURSES + i, head)
+        for i in range(s.writers)
+    ]
+    distinct = store.writers(steps, s.writer_seconds)
+    hot_steps = [pg_async.hot_writer(store, EventSource(200 + i), hot) for i in range(s.writers)]
+    return distinct, store.writers(hot_steps, s.writer_seconds)
+
+
 def _violations(store: Any, tag: str, successes: int) -> int:
     """Each successful decision saw every earlier event of the scope: the i-th event (in
     position order) must say it saw i events, and there must be exactly one per success."""
@@ -375,8 +429,9 @@ def _batcher(store: Any, src: EventSource, size: int) -> Op:
 
 
 def run(dsn: str, s: Settings, meta: dict[str, Any], prefix: str) -> list[Record]:
-    log(f"PostgreSQL: building three stores of {s.fill:,} events")
-    names = build_databases(dsn, prefix, s.fill, COURSES, meta)
+    contenders = [*MAIN, *ASYNC_DRIVERS]
+    log(f"PostgreSQL: building {len(contenders)} stores of {s.fill:,} events")
+    names = build_databases(dsn, prefix, s.fill, COURSES, meta, contenders)
     stores = open_stores(dsn, names)
     records: list[Record] = []
     steps: list[tuple[str, Callable[[], list[Record]]]] = [

@@ -9,6 +9,10 @@ from typing import Any
 from benchmarks.timing import Samples, summary
 
 CRABLET = "sa_crablet"
+ASYNC_PSYCOPG = "sa_crablet async (psycopg)"
+ASYNC_ASYNCPG = "sa_crablet async (asyncpg)"
+ASYNC_CONTENDERS = (ASYNC_PSYCOPG, ASYNC_ASYNCPG)
+"""``AsyncEventStore`` on each async driver; their ratios to the sync store are kept too."""
 FLOOR = "floor"
 FLOOR_AC = "floor-autocommit"
 PEER = "peer"
@@ -109,6 +113,7 @@ class Record:
     extra: dict[str, Any] = field(default_factory=dict)
     ratio_to_peer: float | None = None
     ratio_to_floor: float | None = None
+    ratio_to_sync: float | None = None  # an async contender's ratio to the sync store
 
     def as_dict(self) -> dict[str, Any]:
         return {k: _clean(v) for k, v in asdict(self).items()}
@@ -150,10 +155,16 @@ def record(
 
 
 def add_ratios(records: list[Record], peer: str | None = PEER, floor: str = FLOOR) -> None:
-    """Throughput ratios to the peer and to the floor of the same (group, scenario)."""
+    """Throughput ratios to the peer and to the floor of the same (group, scenario), and an
+    async contender's to the sync store."""
     by_key = {(r.group, r.scenario, r.contender): r for r in records}
     for r in records:
-        for attr, name in (("ratio_to_peer", peer), ("ratio_to_floor", floor)):
+        sync = CRABLET if r.contender in ASYNC_CONTENDERS else None
+        for attr, name in (
+            ("ratio_to_peer", peer),
+            ("ratio_to_floor", floor),
+            ("ratio_to_sync", sync),
+        ):
             if name is None:
                 continue
             other = by_key.get((r.group, r.scenario, name))

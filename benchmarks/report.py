@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.records import (
+    ASYNC_CONTENDERS,
     CRABLET,
     FLOOR,
     FLOOR_AC,
@@ -18,6 +19,14 @@ from benchmarks.records import (
 )
 
 PG_ORDER = ["S1", "S2", "S2'", "S3 100x100", "S3 10x1000", "S4", "S5", "S6", "S7a", "S7b"]
+ASYNC_ORDER = ["S1", "S2", "S4", "S6", "S7a", "S7b"]
+ASYNC_WITHIN_SYNC = 0.9
+"""An async operation's throughput, at least this share of the sync store's."""
+ASYNC_GOALS = {
+    **{("ratio_to_sync", s): ASYNC_WITHIN_SYNC for s in ("S1", "S2", "S4", "S6")},
+    ("ratio_to_peer", "S7a"): 2.0,
+}
+"""The async targets as (ratio, scenario) -> the ratio to reach."""
 TS_PEER = {  # the TypeScript peer's figures on this kind of machine (brief, for reference)
     "S1": 1046,
     "S2": 846,
@@ -137,6 +146,7 @@ def targets(records: list[Record], mode: str) -> list[dict[str, Any]]:
         violations = int(r7.extra.get("violations", 0))
         add("S7b", "zero invariant violations", str(violations), violations == 0)
     ratio_target("S7b", 1.5)
+    out += async_targets(records)
     for base in ("S2", "S4"):
         lo = _find(records, "scale", f"S8 {base} @10k", CRABLET)
         hi = _find(records, "scale", f"S8 {base} @1M", CRABLET)
@@ -152,6 +162,50 @@ def targets(records: list[Record], mode: str) -> list[dict[str, Any]]:
     if mode == "quick":
         for t in out:
             t["met"] = None  # smoke-test sizes and iteration counts: not a verdict
+    return out
+
+
+def async_targets(records: list[Record]) -> list[dict[str, Any]]:
+    """AsyncEventStore on each driver: S1, S2, S4 and S6 within 10% of the sync store, S7a
+    (tasks in one event loop) >= 2x the peer's threaded figure, S7b zero violations."""
+    out: list[dict[str, Any]] = []
+    for who in ASYNC_CONTENDERS:
+        driver = who.removeprefix("sa_crablet ")
+        for scenario in ("S1", "S2", "S4", "S6"):
+            r = _find(records, "postgresql", scenario, who)
+            if r is None:
+                continue
+            value = r.ratio_to_sync
+            out.append(
+                {
+                    "scenario": f"{scenario} {driver}",
+                    "target": f"within 10% of the sync store (>= {ASYNC_WITHIN_SYNC}x)",
+                    "measured": _x(value, 3),  # 0.897x must not read as 0.90x
+                    "met": None if value is None else value >= ASYNC_WITHIN_SYNC,
+                }
+            )
+        r = _find(records, "postgresql", "S7a", who)
+        if r is not None:
+            value = r.ratio_to_peer
+            out.append(
+                {
+                    "scenario": f"S7a {driver}",
+                    "target": ">= 2x the peer's threaded figure",
+                    "measured": _x(value),
+                    "met": None if value is None else value >= 2.0,
+                }
+            )
+        r = _find(records, "postgresql", "S7b", who)
+        if r is not None:
+            violations = int(r.extra.get("violations", 0))
+            out.append(
+                {
+                    "scenario": f"S7b {driver}",
+                    "target": "zero invariant violations",
+                    "measured": str(violations),
+                    "met": violations == 0,
+                }
+            )
     return out
 
 
@@ -185,12 +239,15 @@ def markdown(records: list[Record], meta: dict[str, Any], charts: list[str]) -> 
         )
     for chart in charts:
         lines += ["", f"![{chart}]({chart})"]
+    lines += _async_lines(records)
     lines += ["", "## Targets", "", "| Scenario | Target | Measured | Met |", "|---|---|---|---|"]
     for t in targets(records, meta["mode"]):
         met = {True: "yes", False: "**no**", None: "-"}[t["met"]]
         lines.append(f"| {t['scenario']} | {t['target']} | {t['measured']} | {met} |")
     lines += ["", "## PostgreSQL: every contender", ""]
-    lines += _detail_table(records, "postgresql", PG_ORDER, [CRABLET, FLOOR, FLOOR_AC, PEER])
+    lines += _detail_table(
+        records, "postgresql", PG_ORDER, [CRABLET, *ASYNC_CONTENDERS, FLOOR, FLOOR_AC, PEER]
+    )
     scale = [r for r in records if r.group == "scale"]
     if scale:
         lines += ["", "## S8: 10k events against 1M events", ""]
@@ -209,6 +266,45 @@ def markdown(records: list[Record], meta: dict[str, Any], charts: list[str]) -> 
         lines += _detail_table(records, "sqlite", order, [SQLITE_CRABLET, SQLITE_FLOOR])
     lines.append("")
     return "\n".join(lines)
+
+
+def _async_lines(records: list[Record]) -> list[str]:
+    """AsyncEventStore on each async driver beside the sync store and the peer."""
+    if not any(_find(records, "postgresql", s, a) for s in ASYNC_ORDER for a in ASYNC_CONTENDERS):
+        return []
+    names = [a.removeprefix("sa_crablet ") for a in ASYNC_CONTENDERS]
+    lines = [
+        "",
+        "## Async (AsyncEventStore) beside the sync store (PostgreSQL, same run)",
+        "",
+        "Each async contender: one `AsyncSession` per operation on its own engine and event "
+        "loop; S7 runs its writers as asyncio tasks in that one loop, over the engine's pool.",
+        "",
+        "| Scenario | unit | sa_crablet (sync) | "
+        + " | ".join(names)
+        + " | peer | "
+        + " | ".join(f"{n} / sync" for n in names)
+        + " | "
+        + " | ".join(f"{n} / peer" for n in names)
+        + " |",
+        "|---|---|" + "---:|" * (2 + 3 * len(names)),
+    ]
+    for scenario in ASYNC_ORDER:
+        c = _find(records, "postgresql", scenario, CRABLET)
+        p = _find(records, "postgresql", scenario, PEER)
+        rows = [_find(records, "postgresql", scenario, a) for a in ASYNC_CONTENDERS]
+        if c is None or not any(rows):
+            continue
+        lines.append(
+            f"| {scenario} | {c.unit} | {_n(c.throughput)} | "
+            + " | ".join(_n(r.throughput if r else None) for r in rows)
+            + f" | {_n(p.throughput if p else None)} | "
+            + " | ".join(_x(r.ratio_to_sync if r else None) for r in rows)
+            + " | "
+            + " | ".join(_x(r.ratio_to_peer if r else None) for r in rows)
+            + " |"
+        )
+    return lines
 
 
 def _meta_lines(meta: dict[str, Any]) -> list[str]:
@@ -231,7 +327,8 @@ def _meta_lines(meta: dict[str, Any]) -> list[str]:
         f"(S1/S2/S2': {meta['settings']['calls']} calls per round, S4: "
         f"{meta['settings']['read_calls']}, S6: {meta['settings']['decide_calls']}; "
         f"S7: {meta['settings']['writer_rounds']} x {meta['settings']['writer_seconds']:.0f} s "
-        f"with {meta['settings']['writers']} threads).",
+        f"with {meta['settings']['writers']} threads, or asyncio tasks for the async "
+        "contenders).",
     ]
     return lines
 
@@ -240,8 +337,9 @@ def _detail_table(
     records: list[Record], group: str, order: list[str], contenders: list[str]
 ) -> list[str]:
     lines = [
-        "| Scenario | Contender | Throughput | Unit | p50 ms | p99 ms | x peer | x floor | Notes |",
-        "|---|---|---:|---|---:|---:|---:|---:|---|",
+        "| Scenario | Contender | Throughput | Unit | p50 ms | p99 ms | x peer | x floor "
+        "| x sync | Notes |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---|",
     ]
     for scenario in order:
         for who in contenders:
@@ -251,7 +349,7 @@ def _detail_table(
             lines.append(
                 f"| {scenario} | {who} | {_n(r.throughput)} | {r.unit} | {_ms(r.p50_ms)} "
                 f"| {_ms(r.p99_ms)} | {_x(r.ratio_to_peer)} | {_x(r.ratio_to_floor)} "
-                f"| {_notes(r)} |"
+                f"| {_x(r.ratio_to_sync)} | {_notes(r)} |"
             )
     return lines
 
@@ -361,6 +459,9 @@ def charts(records: list[Record], directory: Path, stem: str) -> list[str]:
         fig.savefig(directory / name, dpi=110)
         plt.close(fig)
         made.append(name)
+    name = _async_chart(plt, records, directory, stem)
+    if name is not None:
+        made.append(name)
     scale = [r for r in records if r.group == "scale" and r.scenario.startswith("S8")]
     if scale:
         fig, axes = plt.subplots(1, 2, figsize=(9, 4))
@@ -381,6 +482,44 @@ def charts(records: list[Record], directory: Path, stem: str) -> list[str]:
         plt.close(fig)
         made.append(name)
     return made
+
+
+def _async_chart(plt: Any, records: list[Record], directory: Path, stem: str) -> str | None:
+    """The async contenders' ratios to the sync store and to the peer, with the targets."""
+    scenarios = [
+        s for s in ASYNC_ORDER if any(_find(records, "postgresql", s, a) for a in ASYNC_CONTENDERS)
+    ]
+    if not scenarios:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5), sharey=True)
+    y = list(range(len(scenarios)))
+    h = 0.8 / len(ASYNC_CONTENDERS)
+    panels = (("ratio_to_sync", "async / sync store"), ("ratio_to_peer", "async / peer"))
+    for ax, (attr, title) in zip(axes, panels, strict=True):
+        for j, who in enumerate(ASYNC_CONTENDERS):
+            values = []
+            for scenario in scenarios:
+                r = _find(records, "postgresql", scenario, who)
+                values.append((getattr(r, attr) or 0) if r else 0)
+            offset = (j - (len(ASYNC_CONTENDERS) - 1) / 2) * h
+            ax.barh([i + offset for i in y], values, h, label=who.removeprefix("sa_crablet "))
+        ax.axvline(1.0, color="black", linewidth=0.8)
+        for i, scenario in enumerate(scenarios):
+            goal = ASYNC_GOALS.get((attr, scenario))
+            if goal is not None:
+                ax.plot([goal, goal], [i - 0.45, i + 0.45], color="red", linewidth=2)
+        ax.set_title(title)
+        ax.set_xlabel("throughput ratio")
+    axes[0].set_yticks(y, scenarios)
+    axes[0].invert_yaxis()
+    axes[1].plot([], [], color="red", linewidth=2, label="target")
+    axes[1].legend(loc="lower right")
+    fig.suptitle("AsyncEventStore against the sync store and the peer (PostgreSQL, same run)")
+    fig.tight_layout()
+    name = f"{stem}_async.png"
+    fig.savefig(directory / name, dpi=110)
+    plt.close(fig)
+    return name
 
 
 def write(

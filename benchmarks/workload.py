@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,9 @@ class Ev:
     type: str
     tag: str
     data: dict[str, Any]
+
+
+SUBSCRIBED = TYPES[2]
 
 
 def course_tag(k: int) -> str:
@@ -74,6 +78,19 @@ class EventSource:
 
     def batch(self, size: int) -> list[Ev]:
         return [self.event() for _ in range(size)]
+
+
+def make_subscription(tag: str, src: EventSource) -> Callable[[int], Ev]:
+    """A decision's event: a subscription to ``tag``'s course carrying ``seen``, the number
+    of in-scope events the decision saw (what the S7b invariant checks)."""
+    k = int(tag.split(":")[1]) if tag.split(":")[1].isdigit() else 0
+
+    def make(seen: int) -> Ev:
+        data = payload(k, src.rng.randrange(10_000), 50)
+        data["seen"] = seen
+        return Ev(SUBSCRIBED, tag, data)
+
+    return make
 
 
 # -- server-side fill -----------------------------------------------------------------------------
