@@ -38,7 +38,7 @@ from sa_crablet.query import AppendCondition, Head, Query, QueryItem, fail_if_ex
 from sa_crablet.schema import commands as commands_table
 from sa_crablet.schema import events as events_table
 from sa_crablet.sqlite import create_sqlite_engine
-from sa_crablet.store import EventStore
+from sa_crablet.store import EngineEventStore, EventStore
 
 if TYPE_CHECKING:
     from sa_crablet.async_executor import AsyncCommandExecutor
@@ -79,6 +79,7 @@ __all__ = [
     # the store and its decision models
     "AsyncEventStore",
     "DecisionModel",
+    "EngineEventStore",
     "EventStore",
     "EventStoreConfig",
     "StateProjector",

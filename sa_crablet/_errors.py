@@ -17,12 +17,14 @@ from sa_crablet.exceptions import (
     AppendOnlyError,
     ConcurrencyError,
     CrabletError,
+    DuplicateCommandError,
     OperationTimeoutError,
     SchemaError,
 )
 from sa_crablet.schema import APPEND_ONLY_SQLSTATE, EVENTS_TABLE
 
 if TYPE_CHECKING:
+    from sa_crablet.commands import Command
     from sa_crablet.query import AppendCondition
 
 _PG_CONFLICTS = {
@@ -30,19 +32,23 @@ _PG_CONFLICTS = {
     "40P01": "deadlock detected",
 }
 _PG_SCHEMA = {"42P01"}  # undefined table
+_PG_UNIQUE_VIOLATION = "23505"
 _APPEND_ONLY = "the event store's tables are append-only: UPDATE, DELETE and TRUNCATE are refused"
 
 
 @contextmanager
 def translated(
-    condition: AppendCondition | None = None, *, busy_is_conflict: Callable[[], bool] | None = None
+    condition: AppendCondition | None = None,
+    *,
+    command: Command | None = None,
+    busy_is_conflict: Callable[[], bool] | None = None,
 ) -> Iterator[None]:
     """Driver errors raised inside become sa_crablet errors (chained to the original);
     errors we do not classify propagate unchanged. See :func:`translate`."""
     try:
         yield
     except DBAPIError as exc:
-        error = translate(exc, condition, busy_is_conflict=busy_is_conflict)
+        error = translate(exc, condition, command=command, busy_is_conflict=busy_is_conflict)
         if error is None:
             raise
         raise error from exc
@@ -52,16 +58,22 @@ def translate(
     exc: DBAPIError,
     condition: AppendCondition | None = None,
     *,
+    command: Command | None = None,
     busy_is_conflict: Callable[[], bool] | None = None,
 ) -> CrabletError | None:
     """Our error for a driver error, or ``None`` when it is not one we classify.
 
+    ``command``: the command whose record the statements carry (an append's). On
+    PostgreSQL, a unique violation there can only be its id, recorded already (the events
+    table has no other unique key the store could hit: positions come from its identity).
     ``busy_is_conflict`` (SQLite): called for a plain ``SQLITE_BUSY``; true when the write
     could not have waited for the lock (see :func:`_translate_sqlite`).
     """
     orig = exc.orig
     sqlstate = getattr(orig, "sqlstate", None)
     if sqlstate is not None:
+        if command is not None and sqlstate == _PG_UNIQUE_VIOLATION:
+            return DuplicateCommandError(command.id)
         return _translate_postgresql(str(sqlstate), condition)
     name = getattr(orig, "sqlite_errorname", None)
     if name is not None:

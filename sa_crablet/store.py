@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, scoped_session
 
 from sa_crablet._ledger import LEDGER
@@ -18,6 +20,7 @@ from sa_crablet._limits import limiter
 from sa_crablet._plans import commands as command_plans
 from sa_crablet._plans.appends import (
     Appended,
+    AppendPlan,
     append_plan,
     check_plan,
     first_position,
@@ -37,6 +40,7 @@ from sa_crablet.exceptions import (
     DuplicateCommandError,
     TooManyAppendsError,
     TooManyProjectionsError,
+    UnsupportedSetupError,
     ValidationError,
 )
 from sa_crablet.projection import DecisionModel, StateProjector, check_projectors, union_query
@@ -44,23 +48,13 @@ from sa_crablet.query import AppendCondition, Head, Query, check_after
 from sa_crablet.streams import ProjectionStream, ReadResult, project_events
 
 
-class EventStore:
-    """A DCB event store that works inside the caller's ``Session`` transaction.
+class _Store:
+    """The store's operations, on whatever gives each one its connection
+    (:meth:`_operation`): the two stores below differ in that only."""
 
-    It never commits, rolls back or flushes the session: events appended here commit or roll
-    back with whatever else the host does in the same transaction. (On a connection with
-    no transaction open, an ``AUTOCOMMIT`` engine, each operation is a transaction of its
-    own.)
-    """
+    config: EventStoreConfig
 
-    def __init__(
-        self, session: Session | scoped_session[Session], config: EventStoreConfig | None = None
-    ) -> None:
-        if isinstance(session, scoped_session):  # e.g. Flask-SQLAlchemy's db.session
-            session = session()
-        if not isinstance(session, Session):
-            raise ValidationError("session", session, "EventStore needs a SQLAlchemy Session")
-        self.session = session
+    def __init__(self, config: EventStoreConfig | None) -> None:
         self.config = config or EventStoreConfig()
         if not isinstance(self.config, EventStoreConfig):
             raise ValidationError("config", config, "must be an EventStoreConfig or None")
@@ -69,6 +63,9 @@ class EventStore:
         self._projections = limiter(
             cfg, "projections", cfg.max_concurrent_projections, TooManyProjectionsError
         )
+
+    def _operation(self) -> AbstractContextManager[Runner]:
+        raise NotImplementedError
 
     # -- appends ---------------------------------------------------------------------------------
 
@@ -96,15 +93,32 @@ class EventStore:
         if command is not None and not isinstance(command, Command):
             raise ValidationError("command", command, "must be a Command or None")
         query = None if condition is None else condition.fail_if_events_match
-        runner = self._runner()
-        dialect = runner.dialect
-        scope = None
-        if condition is not None:
-            scope = Scope.of(condition.fail_if_events_match, condition.head, dialect)
-        plan = append_plan(
-            dialect, batch, scope, self._locks(runner, wanted_locks(dialect, query, batch)), command
-        )
-        with self._appends.slot(), runner.translated(condition):
+        with self._operation() as runner:
+            dialect = runner.dialect
+            scope = None
+            if condition is not None:
+                scope = Scope.of(condition.fail_if_events_match, condition.head, dialect)
+            plan = append_plan(
+                dialect,
+                batch,
+                scope,
+                self._locks(runner, wanted_locks(dialect, query, batch)),
+                command,
+            )
+            # The insert and a command record sent after it commit together, also when
+            # the operation is a transaction of its own.
+            with self._appends.slot(), runner.atomic(plan.record_after):
+                return self._append(runner, plan, condition, command, len(batch))
+
+    def _append(
+        self,
+        runner: Runner,
+        plan: AppendPlan,
+        condition: AppendCondition | None,
+        command: Command | None,
+        count: int,
+    ) -> int:
+        with runner.translated(condition, command):
             appended = runner.run(plan.main)
             if appended.unchecked:
                 # A fixed snapshot (REPEATABLE READ, SERIALIZABLE) cannot see what others
@@ -112,11 +126,10 @@ class EventStore:
                 # check still covers this transaction's own events).
                 assert plan.fresh_check is not None and plan.after_check is not None
                 conflict = first_position(runner.fresh(plan.fresh_check))
-                appended = (
-                    Appended(conflict=conflict)
-                    if conflict is not None
-                    else runner.run(plan.after_check)
-                )
+                if conflict is None:
+                    appended = runner.run(plan.after_check)
+                else:
+                    appended = Appended(conflict=conflict)
             if appended.failed:
                 conflict = appended.conflict
                 if conflict is None and plan.report is not None:
@@ -126,9 +139,8 @@ class EventStore:
             if command is not None:
                 recorded = appended.recorded
                 if recorded is None:  # the plan could not carry the record: record it now
-                    recorded = runner.run(
-                        command_plans.record_plan(dialect, command, last, len(batch))
-                    )
+                    record = command_plans.record_plan(runner.dialect, command, last, count)
+                    recorded = runner.run(record)
                 if not recorded:
                     raise DuplicateCommandError(command.id)
         return last
@@ -138,11 +150,11 @@ class EventStore:
         :class:`DuplicateCommandError` if its id was recorded meanwhile (see :meth:`append`)."""
         if not isinstance(command, Command):
             raise ValidationError("command", command, "must be a Command")
-        runner = self._runner()
-        with runner.translated():
-            recorded = runner.run(command_plans.record_plan(runner.dialect, command, None, 0))
-        if not recorded:
-            raise DuplicateCommandError(command.id)
+        with self._operation() as runner:
+            with runner.translated():
+                recorded = runner.run(command_plans.record_plan(runner.dialect, command, None, 0))
+            if not recorded:
+                raise DuplicateCommandError(command.id)
 
     def check(self, condition: AppendCondition) -> None:
         """Raise :class:`ConcurrencyError` if an event matching the condition exists after
@@ -158,17 +170,17 @@ class EventStore:
         if not isinstance(condition, AppendCondition):
             raise ValidationError("condition", condition, "must be an AppendCondition")
         query = condition.fail_if_events_match
-        runner = self._runner()
-        dialect = runner.dialect
-        scope = Scope.of(query, condition.head, dialect)
-        plan = check_plan(dialect, scope, self._locks(runner, wanted_locks(dialect, query, [])))
-        with runner.translated(condition):
-            checked = runner.run(plan.main)
-            conflict = checked.conflict
-            if checked.unchecked:  # a fixed snapshot cannot see later commits: a fresh one
-                conflict = first_position(runner.fresh(plan.fresh_check))
-        if conflict is not None:
-            raise _condition_failed(condition, conflict)
+        with self._operation() as runner:
+            dialect = runner.dialect
+            scope = Scope.of(query, condition.head, dialect)
+            plan = check_plan(dialect, scope, self._locks(runner, wanted_locks(dialect, query, [])))
+            with runner.translated(condition):
+                checked = runner.run(plan.main)
+                conflict = checked.conflict
+                if checked.unchecked:  # a fixed snapshot cannot see later commits: a fresh one
+                    conflict = first_position(runner.fresh(plan.fresh_check))
+            if conflict is not None:
+                raise _condition_failed(condition, conflict)
 
     def _check_batch(self, events: Iterable[Event] | Event) -> list[Event]:
         if isinstance(events, Event):
@@ -230,19 +242,21 @@ class EventStore:
     ) -> Iterator[SequencedEvent | Head]:
         """Runs when the read is first iterated: the first page in one statement, the rest
         (if any) through a cursor; the events, then the head."""
-        runner = self._runner()
-        plan: ReadPlan = read_plan(
-            query, head, backwards, limit, runner.dialect, self.config.fetch_size
-        )
-        with runner.translated():
-            first = plan.first_page(runner.unit([plan.first], writes=False)[0])
-            rest = runner.stream(plan.rest(first.rows[-1]), plan.page) if first.more else iter(())
-            try:
-                yield from plan.events(first.snapshot, itertools.chain(first.rows, rest))
-            finally:
-                close = getattr(rest, "close", None)
-                if close is not None:
-                    close()  # releases the cursor of an early stop
+        with self._operation() as runner:
+            plan: ReadPlan = read_plan(
+                query, head, backwards, limit, runner.dialect, self.config.fetch_size
+            )
+            with runner.translated():
+                first = plan.first_page(runner.unit([plan.first], writes=False)[0])
+                rest = (
+                    runner.stream(plan.rest(first.rows[-1]), plan.page) if first.more else iter(())
+                )
+                try:
+                    yield from plan.events(first.snapshot, itertools.chain(first.rows, rest))
+                finally:
+                    close = getattr(rest, "close", None)
+                    if close is not None:
+                        close()  # releases the cursor of an early stop
 
     # -- decision models -------------------------------------------------------------------------
 
@@ -298,29 +312,99 @@ class EventStore:
     def command(self, command_id: str) -> CommandRecord | None:
         """The recorded command with this id, if it was executed."""
         check_command_id("command_id", command_id)
-        runner = self._runner()
-        with runner.translated():
+        with self._operation() as runner, runner.translated():
             return runner.run(command_plans.lookup_plan(command_id))
 
     def command_of_event(self, position: int) -> CommandRecord | None:
         """The command whose execution appended the event at ``position`` (one indexed
         look-up), or ``None`` for an event appended outside any command."""
         check_position("position", position)
-        runner = self._runner()
-        with runner.translated():
+        with self._operation() as runner, runner.translated():
             return runner.run(command_plans.of_event_plan(position))
 
     def events_of_command(self, command_id: str) -> list[SequencedEvent]:
         """The events appended by the command with this id, in order (one indexed query)."""
         check_command_id("command_id", command_id)
-        runner = self._runner()
-        with runner.translated():
+        with self._operation() as runner, runner.translated():
             return runner.run(command_plans.events_of_plan(command_id))
 
-    # -- the runner of one operation -------------------------------------------------------------
 
-    def _runner(self) -> Runner:
-        return runner_for(self.session.connection(), self.config)
+class EventStore(_Store):
+    """A DCB event store that works inside the caller's ``Session`` transaction.
+
+    It never commits, rolls back or flushes the session: events appended here commit or roll
+    back with whatever else the host does in the same transaction. (On a connection with
+    no transaction open, an ``AUTOCOMMIT`` engine, each operation is a transaction of its
+    own.)
+    """
+
+    def __init__(
+        self, session: Session | scoped_session[Session], config: EventStoreConfig | None = None
+    ) -> None:
+        if isinstance(session, scoped_session):  # e.g. Flask-SQLAlchemy's db.session
+            session = session()
+        if not isinstance(session, Session):
+            raise ValidationError("session", session, "EventStore needs a SQLAlchemy Session")
+        self.session = session
+        super().__init__(config)
+
+    @contextmanager
+    def _operation(self) -> Iterator[Runner]:
+        yield runner_for(self.session.connection(), self.config)
+
+
+class EngineEventStore(_Store):
+    """A DCB event store that owns its transactions: each operation is a transaction of its
+    own, committed before it returns (a read: a statement in no transaction at all).
+
+    The same operations, errors, heads and guarantees as :class:`EventStore`, for code whose
+    only write is the events (a service, a worker, the command executor's managed mode): no
+    ``Session`` to hold and no ``BEGIN`` or ``COMMIT`` round trip of its own (on psycopg, a
+    conditional append is one query string with both inside it).
+
+    ``bind`` is an ``Engine`` (each operation borrows a connection from its pool, for a read
+    until the read ends, and sets it to ``AUTOCOMMIT`` for that time) or a ``Connection`` in
+    ``AUTOCOMMIT`` (every operation on it: a worker's one connection).
+    """
+
+    def __init__(self, bind: Engine | Connection, config: EventStoreConfig | None = None) -> None:
+        if isinstance(bind, Engine):
+            self.engine: Engine = bind
+            self.connection: Connection | None = None
+        elif isinstance(bind, Connection):
+            self.engine = bind.engine
+            self.connection = bind
+        else:
+            raise ValidationError("bind", bind, "EngineEventStore needs an Engine or a Connection")
+        super().__init__(config)
+
+    @contextmanager
+    def _operation(self) -> Iterator[Runner]:
+        if self.connection is not None:
+            yield self._own(self.connection)
+            return
+        with self.engine.connect() as connection:
+            # Set on the connection, not on the engine: an engine's execution option does
+            # not override an isolation level another execution option of it already set.
+            # The pool puts the engine's own level back when the connection returns.
+            connection.execution_options(isolation_level=AUTOCOMMIT)
+            yield self._own(connection)
+
+    def _own(self, connection: Connection) -> Runner:
+        runner = runner_for(connection, self.config)
+        if not runner.own:
+            # Its operations would run in a transaction nobody commits.
+            raise UnsupportedSetupError(
+                "bind",
+                connection,
+                "EngineEventStore needs a Connection in AUTOCOMMIT with no transaction open "
+                '(connection.execution_options(isolation_level="AUTOCOMMIT")); inside a '
+                "transaction of your own use EventStore(session)",
+            )
+        return runner
+
+
+AUTOCOMMIT = "AUTOCOMMIT"
 
 
 def _condition_failed(condition: AppendCondition | None, position: int | None) -> ConcurrencyError:

@@ -21,7 +21,13 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 import sa_crablet
-from sa_crablet import AsyncEventStore, EventStore, EventStoreConfig, create_sqlite_engine
+from sa_crablet import (
+    AsyncEventStore,
+    EngineEventStore,
+    EventStore,
+    EventStoreConfig,
+    create_sqlite_engine,
+)
 from tests.blocking import Blocking, close_loop, run
 from tests.hosts import HOSTS, async_url
 
@@ -158,11 +164,12 @@ def engine(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iter
 
 
 APIS = {
-    "sqlite": ("sync", "aiosqlite"),
-    "postgresql": ("sync", "psycopg-async", "asyncpg"),
+    "sqlite": ("sync", "engine", "aiosqlite"),
+    "postgresql": ("sync", "engine", "psycopg-async", "asyncpg"),
 }
 """The store's APIs a test using the ``session`` / ``store`` fixtures runs on: the sync one,
-and the async one on each async driver (through ``tests/blocking.py``)."""
+the engine-owned one (``EngineEventStore``: each operation its own transaction), and the
+async one on each async driver (through ``tests/blocking.py``)."""
 
 
 @pytest.fixture
@@ -175,7 +182,7 @@ def api_engine(engine: Engine, api: str) -> Iterator[Any]:
     """The engine the test's API runs on: ``engine`` itself for the sync API, an
     ``AsyncEngine`` on the same database for an async one (``NullPool``: no connection is
     shared between two event loops)."""
-    if api == "sync":
+    if api in ("sync", "engine"):
         yield engine
         return
     async_engine = create_async_engine(async_url(engine, api), poolclass=NullPool)
@@ -209,6 +216,8 @@ def make_store(session: Any, api: str) -> Callable[..., Any]:
     def make(config: EventStoreConfig | None = None) -> Any:
         if api == "sync":
             return EventStore(session, config)
+        if api == "engine":
+            return EngineEventStore(session.get_bind(), config)
         return Blocking(AsyncEventStore(session.target, config))
 
     return make

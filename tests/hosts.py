@@ -20,6 +20,7 @@ from sa_crablet import (
     AsyncCommandExecutor,
     AsyncEventStore,
     CommandExecutor,
+    EngineEventStore,
     EventStore,
     EventStoreConfig,
     create_sqlite_engine,
@@ -38,7 +39,12 @@ class Host:
     direct: bool = True
     listener: bool = False
     begins: bool = False  # SQLite: the application emits BEGIN itself before its first read
-    api: str = "sync"  # or the async driver: "psycopg-async", "asyncpg", "aiosqlite"
+    api: str = "sync"  # "engine" (EngineEventStore), or the async driver: "psycopg-async",
+    # "asyncpg", "aiosqlite"
+
+    @property
+    def is_async(self) -> bool:
+        return self.api not in ("sync", "engine")
 
     @property
     def autocommit(self) -> bool:
@@ -51,7 +57,7 @@ class Host:
     def engine(self, base: Engine) -> Iterator[Any]:
         """``base`` (the test's migrated database) as this host holds it (an ``AsyncEngine``
         on the same database for an async host)."""
-        if self.api != "sync":
+        if self.is_async:
             yield from self._async_engine(base)
             return
         engine = base
@@ -85,12 +91,15 @@ class Host:
     def session(self, engine: Any) -> Any:
         """A session as this host opens one (with its own BEGIN, if it issues one): an
         ``AsyncSession`` behind a blocking facade for an async host."""
-        session: Any = Session(engine) if self.api == "sync" else Blocking(AsyncSession(engine))
+        session: Any = Blocking(AsyncSession(engine)) if self.is_async else Session(engine)
         if self.begins:
             session.connection().exec_driver_sql("BEGIN")
         return session
 
     def store(self, session: Any, **settings: Any) -> Any:
+        """The store this host uses: on ``session``, or, engine-owned, on its engine."""
+        if self.api == "engine":
+            return EngineEventStore(session.get_bind(), self.config(**settings))
         if self.api == "sync":
             return EventStore(session, self.config(**settings))
         return Blocking(AsyncEventStore(session.target, self.config(**settings)), session.runner)
@@ -100,17 +109,17 @@ class Host:
     def async_session(self, engine: Any) -> Any:
         """An ``AsyncSession`` for an async host; a ``Session`` behind an async facade for a
         sync one (with the host's own BEGIN, if it issues one, when it is entered)."""
-        if self.api == "sync":
+        if not self.is_async:
             return Awaiting(self.session(engine))
         return _BeginningAsyncSession(engine) if self.begins else AsyncSession(engine)
 
     def async_store(self, session: Any, **settings: Any) -> Any:
-        if self.api == "sync":
-            return Awaiting(EventStore(session.target, self.config(**settings)))
+        if not self.is_async:
+            return Awaiting(self.store(session.target, **settings))
         return AsyncEventStore(session, self.config(**settings))
 
     def async_executor(self, bind: Any, **options: Any) -> Any:
-        if self.api == "sync":
+        if not self.is_async:
             return Awaiting(CommandExecutor(bind, config=self.config(), **options))
         return AsyncCommandExecutor(bind, config=self.config(), **options)
 
@@ -119,7 +128,7 @@ class Host:
         on a sync host in threads (each with its own event loop), on an async host as
         asyncio tasks on one loop, each on a connection of its own; ``await barrier.wait()``
         releases them together."""
-        if self.api == "sync":
+        if not self.is_async:
             barrier = ThreadBarrier(count)
             return run_parallel(count, lambda i, _b: asyncio.run(body(i, barrier)))
 
@@ -131,7 +140,7 @@ class Host:
 
     def executor(self, bind: Any, **options: Any) -> Any:
         """A command executor on a session (host mode) or an engine (managed)."""
-        if self.api == "sync":
+        if not self.is_async:
             return CommandExecutor(bind, config=self.config(), **options)
         target = bind.target if isinstance(bind, Blocking) else bind
         runner = bind.runner if isinstance(bind, Blocking) else None
@@ -170,12 +179,18 @@ POSTGRESQL_HOSTS = (
     Host("autocommit", "postgresql", "AUTOCOMMIT"),
     Host("autocommit-core", "postgresql", "AUTOCOMMIT", direct=False),
     Host("autocommit-listener", "postgresql", "AUTOCOMMIT", listener=True),
+    Host("engine-owned", "postgresql", api="engine"),
+    Host("engine-owned-core", "postgresql", direct=False, api="engine"),
+    Host("engine-owned-listener", "postgresql", listener=True, api="engine"),
+    Host("engine-owned-serializable-engine", "postgresql", "SERIALIZABLE", api="engine"),
 )
 SQLITE_HOSTS = (
     Host("default", "sqlite"),
     Host("listener", "sqlite", listener=True),
     Host("autocommit", "sqlite", "AUTOCOMMIT"),
     Host("application-begin", "sqlite", begins=True),
+    Host("engine-owned", "sqlite", api="engine"),
+    Host("engine-owned-listener", "sqlite", listener=True, api="engine"),
 )
 ASYNC_POSTGRESQL_HOSTS = tuple(
     Host(f"{api}-{name}", "postgresql", isolation, api=api)

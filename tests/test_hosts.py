@@ -197,7 +197,7 @@ def test_commands_run_once_and_all_or_nothing(engine: Engine, host: Host) -> Non
             executor = host.executor(session)
             with pytest.raises(RuntimeError):
                 executor.execute(
-                    Command("Fail", id="fail"), failing if host.api == "sync" else failing_async
+                    Command("Fail", id="fail"), failing_async if host.is_async else failing
                 )
             first = executor.execute(Command("Charge", id="c1"), charge)
             assert executor.execute(Command("Charge", id="c1"), charge).duplicate

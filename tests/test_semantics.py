@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from sa_crablet import (
     AppendCondition,
     ConcurrencyError,
+    DuplicateCommandError,
     Event,
     EventStore,
     Head,
@@ -22,6 +23,7 @@ from sa_crablet import (
     fail_if_exists,
     query_clause,
 )
+from sa_crablet.commands import Command
 
 
 def _seed(store: EventStore) -> None:
@@ -246,3 +248,25 @@ def test_a_head_is_known_only_once_every_event_was_consumed(store: EventStore) -
         result.head  # noqa: B018
     assert [e.position for e in result] == [2, 3]
     assert result.head.position == 3
+
+
+def test_an_append_under_a_command_id_recorded_before_writes_nothing(
+    session: Session, store: EventStore
+) -> None:
+    """The events of an append and the record of its command go together: a second append
+    under an id recorded before raises ``DuplicateCommandError`` and, once its transaction is
+    rolled back (the store's own, when it owns its transactions), nothing of it remains."""
+    first = store.append(
+        [Event("Paid", ["order:1"]), Event("Shipped", ["order:1"])],
+        command=Command("Pay", {"order": 1}, id="pay-1"),
+    )
+    session.commit()
+    with pytest.raises(DuplicateCommandError) as error:
+        store.append(Event("Paid", ["order:1"]), command=Command("Pay", id="pay-1"))
+    assert error.value.command_id == "pay-1"
+    session.rollback()
+    assert [e.position for e in store.read(Query.all())] == [first - 1, first]
+    record = store.command("pay-1")
+    assert record is not None
+    assert (record.last_position, record.event_count) == (first, 2)
+    assert [e.type for e in store.events_of_command("pay-1")] == ["Paid", "Shipped"]

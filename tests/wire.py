@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from psycopg import pq
 from sqlalchemy.orm import Session
@@ -61,8 +62,15 @@ class Wire:
 @contextmanager
 def wire(session: Session) -> Iterator[Wire]:
     """Trace the session's current connection until the block ends (read the result after)."""
-    raw = session.connection().connection.driver_connection
-    pgconn = raw.pgconn  # type: ignore[union-attr]
+    with wire_of(session.connection().connection.driver_connection) as traced:
+        yield traced
+
+
+@contextmanager
+def wire_of(raw: Any) -> Iterator[Wire]:
+    """Trace a psycopg connection (also while a pool lends it to others) until the block
+    ends."""
+    pgconn = raw.pgconn
     handle, name = tempfile.mkstemp(prefix="sa_crablet_wire_")
     traced = Wire(Path(name))
     try:

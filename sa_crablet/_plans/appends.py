@@ -229,12 +229,14 @@ class AppendPlan:
     """``main`` runs first. On PostgreSQL with a condition, ``fresh_check`` is the conflict
     check for a fresh snapshot and ``after_check`` the insert to run once it passed (when
     ``main`` came back ``unchecked``); on SQLite ``report`` finds the conflicting position
-    of a failed condition."""
+    of a failed condition, and ``record_after`` says the command record could not travel
+    with the insert: the caller records it in a second unit of the same transaction."""
 
     main: Plan[Appended]
     fresh_check: Step | None = None
     after_check: Plan[Appended] | None = None
     report: Step | None = None
+    record_after: bool = False
 
 
 def encode_batch(batch: Sequence[Event]) -> str:
@@ -272,18 +274,21 @@ def append_plan(
     trailer: tuple[Step, ...] = ()
     if command is not None and dialect == POSTGRESQL:
         trailer = (Step(record_appended_command(), columns_of(command)),)
+    later = command is not None and not trailer
     if condition is None:
         if locks is not None:
             params |= lock_params(locks)
         insert = Step(plain_insert(dialect), params, prepare=True)
-        return AppendPlan(Plan((insert, *trailer), _inserted(bool(trailer))))
+        return AppendPlan(Plan((insert, *trailer), _inserted(bool(trailer))), record_after=later)
     params |= condition.params
     if dialect != POSTGRESQL:
         insert = Step(conditional_insert(dialect, condition.query, condition.head), params)
         report = Step(
             conflict_statement(dialect, condition.query, condition.head), condition.params
         )
-        return AppendPlan(Plan((insert, *trailer), _inserted(bool(trailer))), report=report)
+        return AppendPlan(
+            Plan((insert, *trailer), _inserted(bool(trailer))), report=report, record_after=later
+        )
     assert locks is not None
     checked = checked_insert(condition.query, condition.head)
     lock = Step(lock_select(), lock_params(locks))

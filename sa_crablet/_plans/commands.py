@@ -61,7 +61,13 @@ def record_appended_command() -> Insert:
     """PostgreSQL: record a command from the events this transaction just appended with
     its id (``last_position`` and ``event_count`` from them), if there are any; sent in the
     same query string as the append. Parameters as :func:`insert_command` without the
-    outcome. No row back: nothing was appended, or the id was recorded meanwhile."""
+    outcome. No row back: nothing was appended.
+
+    An id recorded already (or meanwhile: the insert waits for the transaction that holds
+    it) fails the statement with a unique violation, so a unit that commits itself (an
+    operation in its own transaction, ``BEGIN`` ... ``COMMIT`` in one query string) never
+    commits the events without their record; the store reports it as
+    :class:`~sa_crablet.DuplicateCommandError`."""
     command_id = bindparam("id", type_=String)
     appended = (
         select(
@@ -76,12 +82,7 @@ def record_appended_command() -> Insert:
         .having(func.count() > 0)
     )
     names = ["id", "type", "data", "metadata", "last_position", "event_count"]
-    return (
-        postgresql_insert(commands)
-        .from_select(names, appended)
-        .on_conflict_do_nothing(index_elements=[commands.c.id])
-        .returning(commands.c.id)
-    )
+    return postgresql_insert(commands).from_select(names, appended).returning(commands.c.id)
 
 
 @lru_cache(maxsize=1)

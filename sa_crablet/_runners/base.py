@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import Any, ClassVar, TypeVar
 
 from sqlalchemy import Connection
@@ -24,6 +24,7 @@ from sa_crablet._plans import control
 from sa_crablet._plans.steps import Plan, Rows, Step
 from sa_crablet._runners.fresh import fresh_rows
 from sa_crablet._runners.timeouts import timeout_settings
+from sa_crablet.commands import Command
 from sa_crablet.config import EventStoreConfig
 from sa_crablet.exceptions import UnsupportedSetupError
 from sa_crablet.query import AppendCondition
@@ -31,7 +32,7 @@ from sa_crablet.query import AppendCondition
 T = TypeVar("T")
 
 # libpq's PQtransactionStatus values (psycopg 2 and 3 alike).
-_IDLE, _INERROR = 0, 3
+IDLE, _INERROR = 0, 3
 _CURSORS_KEY = "sa_crablet_cursors"
 
 
@@ -76,9 +77,11 @@ class Runner(ABC):
         """The rows of one statement on a fresh snapshot (another connection)."""
         return fresh_rows(self.conn, step)
 
-    def translated(self, condition: AppendCondition | None = None) -> AbstractContextManager[None]:
+    def translated(
+        self, condition: AppendCondition | None = None, command: Command | None = None
+    ) -> AbstractContextManager[None]:
         """Driver errors raised inside become the library's (see :mod:`sa_crablet._errors`)."""
-        return translated(condition)
+        return translated(condition, command=command)
 
     write_lock_up_front: ClassVar[bool] = False
     """Whether a transaction that reads and then writes should take the write lock from its
@@ -97,6 +100,27 @@ class Runner(ABC):
             self.rows(Step(control.COMMIT))
         else:
             self.rollback_own()
+
+    @contextmanager
+    def atomic(self, needed: bool = True) -> Iterator[None]:
+        """Several units as one: on a connection with no transaction open (:attr:`own`),
+        ``needed`` opens a transaction of the operation's own around them (its units then
+        run in it), committed at the end, rolled back on error; otherwise the host's
+        transaction already holds them together."""
+        if not (needed and self.own):
+            yield
+            return
+        self.begin()
+        self.own = False
+        try:
+            yield
+        except BaseException:
+            self.own = True
+            self.rollback_own()
+            raise
+        self.own = True
+        with self.translated():
+            self.end(commit=True)
 
     def rollback_own(self) -> None:
         """End the operation's own transaction after an error, if the connection lives;
@@ -195,7 +219,7 @@ def server_idle(driver: Any) -> bool:
     in_transaction = getattr(driver, "is_in_transaction", None)
     if in_transaction is not None:
         return not in_transaction()
-    return transaction_status(driver) == _IDLE
+    return transaction_status(driver) == IDLE
 
 
 def transaction_status(driver: Any) -> int | None:

@@ -33,7 +33,7 @@ from sa_crablet._awaiting import awaited
 from sa_crablet._json import load_json
 from sa_crablet._plans import control
 from sa_crablet._plans.steps import Rows, Step
-from sa_crablet._runners.base import PostgresRunner
+from sa_crablet._runners.base import IDLE, PostgresRunner, transaction_status
 from sa_crablet._runners.timeouts import pg_timeouts
 from sa_crablet.config import EventStoreConfig
 
@@ -65,8 +65,17 @@ class PsycopgRunner(PostgresRunner):
             # commits, so the timeout must still be set then: statements of their own.
             with pg_timeouts(self.conn, self.timeouts, local=False):
                 return [self.rows(step) for step in steps]
-        if not own and not self.timeouts and len(steps) == 1:
-            return [self.rows(steps[0])]
+        if not self.timeouts and len(steps) == 1:
+            # One statement: in the host's transaction, or, with none open, a transaction of
+            # its own by itself (its transaction-scoped locks held to its end), prepared.
+            if not own:
+                return [self.rows(steps[0])]
+            try:
+                return [self.rows(steps[0])]
+            except BaseException:
+                if transaction_status(self._raw) != IDLE:  # a cancelled task mid-statement
+                    self.rollback_own()
+                raise
         script: list[tuple[Any, Mapping[str, Any]]] = [(s.statement, s.params) for s in steps]
         first, last = 0, len(script)
         if self.timeouts:

@@ -16,6 +16,7 @@ from sa_crablet._errors import translated
 from sa_crablet._plans.steps import Rows, Step
 from sa_crablet._runners.base import Runner
 from sa_crablet._runners.timeouts import sqlite_timeouts
+from sa_crablet.commands import Command
 from sa_crablet.config import EventStoreConfig
 from sa_crablet.query import AppendCondition
 
@@ -62,8 +63,10 @@ class SqliteRunner(Runner):
                 if not outside_the_bridge(error):  # an async read finalized outside its loop
                     raise
 
-    def translated(self, condition: AppendCondition | None = None) -> AbstractContextManager[None]:
-        return translated(condition, busy_is_conflict=self._busy_without_waiting)
+    def translated(
+        self, condition: AppendCondition | None = None, command: Command | None = None
+    ) -> AbstractContextManager[None]:
+        return translated(condition, command=command, busy_is_conflict=self._busy_without_waiting)
 
     write_lock_up_front: ClassVar[bool] = True
 
