@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from sa_crablet.sqlite import create_async_sqlite_engine
 
 __version__ = "0.1.0"
+"""The package's version, a PEP 440 string."""
 
 _ASYNC = {
     "AsyncCommandExecutor": "sa_crablet.async_executor",

@@ -49,6 +49,8 @@ class RetryPolicy:
                 raise ValidationError(name, getattr(self, name), "at most 1e9 seconds")
 
     def delay(self, retry: int) -> float:
+        """Seconds to sleep before retry number ``retry + 1`` (``retry`` counts from 0): a
+        random value between 0 and ``backoff * 2**retry``, capped at ``max_backoff``."""
         # The exponent is capped: past 2**64 the cap is reached anyway, and a huge power of
         # two would not convert to a float.
         return random.uniform(0, min(self.max_backoff, self.backoff * 2 ** min(retry, 64)))

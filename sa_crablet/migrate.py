@@ -149,6 +149,8 @@ def autogenerate_filter(dialect_name: str) -> IncludeObject:
 
 
 def url_from_environment() -> str | None:
+    """The database URL of the first non-empty variable of :data:`DATABASE_URL_VARIABLES`,
+    or ``None``: where the command-line migrations look before ``sqlalchemy.url``."""
     for variable in DATABASE_URL_VARIABLES:
         value = os.environ.get(variable)
         if value:

@@ -40,11 +40,13 @@ class StateProjector(Generic[S]):
             raise ValidationError("factory", self.factory, "must be callable or None")
 
     def new_state(self) -> S:
+        """A fresh initial state: ``factory()``, or a deep copy of ``initial_state``."""
         if self.factory is not None:
             return self.factory()
         return copy.deepcopy(self.initial_state)  # type: ignore[return-value]
 
     def matches(self, event: SequencedEvent) -> bool:
+        """Whether ``event`` matches the projector's ``query`` (its type and tags)."""
         return self.query.matches(event.type, event.tags)
 
 

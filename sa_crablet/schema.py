@@ -178,6 +178,8 @@ JSONB_PAYLOAD = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), P
 PostgreSQL): what the earlier migrations create, kept as it was."""
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
+"""The ``MetaData`` holding sa_crablet's tables, :data:`events` and :data:`commands` (with the
+naming convention of their constraints and indexes)."""
 
 events = Table(
     EVENTS_TABLE,
@@ -201,6 +203,9 @@ events = Table(
     Column("command_id", String(MAX_COMMAND_ID_LENGTH), nullable=True),
     sqlite_autoincrement=True,
 )
+"""The events table, ``sa_crablet_events`` (exported as ``sa_crablet.events_table``): one row
+per event, its ``position`` growing with every append, never reused. Append-only: a database
+trigger refuses ``UPDATE`` and ``DELETE`` (see :func:`sa_crablet.allow_mutation`)."""
 
 Index(IX_EVENTS_TYPE, events.c.type, events.c.position)
 Index(IX_EVENTS_TAGS, events.c.tags, postgresql_using="gin").ddl_if(dialect=POSTGRESQL)
@@ -221,6 +226,9 @@ commands = Table(
     Column("last_position", BigInteger().with_variant(Integer(), SQLITE), nullable=True),
     Column("event_count", Integer(), nullable=False),
 )
+"""The commands table, ``sa_crablet_commands`` (exported as ``sa_crablet.commands_table``): one
+row per executed command, keyed by its id, with its outcome (``last_position``,
+``event_count``). Append-only like the events table."""
 
 
 # -- DDL that Core cannot express: defaults on xid8 and the append-only guard. ----------------

@@ -1,9 +1,10 @@
 """The documentation's code runs as written.
 
-Every ```python block of README.md and docs/*.md is executed, file by file, in order, in one
-fresh namespace per file (so later blocks may use names from earlier ones). A block whose
-opening fence is preceded by the line ``<!-- not-run -->`` is skipped: it needs PostgreSQL or
-belongs in another program (an Alembic ``env.py``). The demo module runs as a subprocess.
+Every ```python block of README.md and of the Markdown pages under docs/ (subdirectories too)
+is executed, file by file, in order, in one fresh namespace per file (so later blocks may use
+names from earlier ones). A block whose opening fence is preceded by the line
+``<!-- not-run -->`` is skipped: it needs PostgreSQL or belongs in another program (an Alembic
+``env.py``). The demo module runs as a subprocess.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 NOT_RUN = "<!-- not-run -->"
 OPENING = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<lang>[\w+-]*)")
 LINK = re.compile(r"\]\((?P<target>[^)#\s]+)(?:#[^)]*)?\)")
@@ -75,7 +76,8 @@ def test_python_blocks_run(
 ) -> None:
     monkeypatch.chdir(tmp_path)  # whatever a block writes lands in a temporary directory
     # A real module, so that classes defined in the docs (dataclasses, say) can find theirs.
-    module = types.ModuleType(f"sa_crablet_docs_{path.stem.replace('-', '_')}")
+    name = "_".join(path.relative_to(ROOT).with_suffix("").parts).replace("-", "_")
+    module = types.ModuleType(f"sa_crablet_docs_{name}")
     monkeypatch.setitem(sys.modules, module.__name__, module)
     for block in blocks(path):
         if block.language not in ("python", "py") or not block.run:
@@ -94,14 +96,16 @@ def test_every_document_has_code_that_runs() -> None:
 
 def test_expected_documents_exist() -> None:
     expected = {
-        "overview.md",
-        "quick-start.md",
-        "getting-started.md",
-        "low-level-implementation.md",
-        "concurrency-control.md",
-        "testing.md",
+        "docs/overview.md",
+        "docs/quick-start.md",
+        "docs/getting-started.md",
+        "docs/low-level-implementation.md",
+        "docs/concurrency-control.md",
+        "docs/testing.md",
+        "docs/examples/index.md",
+        "docs/examples/web-apps.md",
     }
-    assert expected <= {p.name for p in DOCUMENTS}
+    assert expected <= {p.relative_to(ROOT).as_posix() for p in DOCUMENTS}
 
 
 @pytest.mark.parametrize("path", DOCUMENTS, ids=lambda p: str(p.relative_to(ROOT)))
