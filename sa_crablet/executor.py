@@ -16,16 +16,19 @@ from sa_crablet._errors import translated
 from sa_crablet._runners.base import Runner
 from sa_crablet._runners.choose import runner_for
 from sa_crablet._validation import check_seconds
-from sa_crablet.commands import Command, CommandResult, as_decision
+from sa_crablet.commands import Command, CommandResult, Decision, as_decision
 from sa_crablet.config import EventStoreConfig
 from sa_crablet.exceptions import ConcurrencyError, DuplicateCommandError, ValidationError
-from sa_crablet.store import EventStore
+from sa_crablet.store import EngineEventStore, EventStore
 
 H = TypeVar("H", bound=Callable[..., Any])
 
-Handler = Callable[[EventStore, Command], Any]
-"""``handler(store, command)`` reads or projects through ``store`` (bound to the command's
-transaction) and returns a ``Decision``, events, ``(events, condition)`` or ``None``."""
+Handler = Callable[[Any, Command], Any]
+"""``handler(store, command)`` reads or projects through ``store`` and returns a
+``Decision``, events, ``(events, condition)`` or ``None``. ``store`` is an
+:class:`~sa_crablet.EventStore` on the command's ``Session`` (an executor on a ``Session`` or
+a ``sessionmaker``), or an :class:`~sa_crablet.EngineEventStore` (an executor on an
+``Engine``): the same operations either way."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +90,18 @@ class Routes(Generic[H]):
 class CommandExecutor:
     """Executes commands with handlers, in the caller's transaction or in its own.
 
-    ``bind`` is a ``Session`` (the host's transaction: the executor never commits it and
-    never retries in it), or a ``sessionmaker`` / ``Engine`` (each execution gets its own
-    transaction, committed on success and retried on conflicts per ``retry``).
+    ``bind`` is one of:
+
+    * a ``Session``: the host's transaction. The executor never commits it and never
+      retries in it; a savepoint undoes the command's own work if it fails.
+    * a ``sessionmaker``: each execution gets a ``Session`` of its own, committed on
+      success and retried on conflicts per ``retry``. The handler's ``store.session`` is
+      that session: rows the handler writes through it commit with the events.
+    * an ``Engine``: each execution runs on an :class:`~sa_crablet.EngineEventStore`, in as
+      few round trips as the DCB contract allows: the command's look-up and the handler's
+      reads are statements of their own, and its events and the command's record commit
+      together in one transaction, under the handler's append condition (one round trip on
+      psycopg). Retried on conflicts per ``retry``.
     """
 
     def __init__(
@@ -107,6 +119,7 @@ class CommandExecutor:
         self.retry = retry
         self.require_events = require_events
         self._routes = Routes[Handler]()
+        self._owned = EngineEventStore(bind, config) if isinstance(bind, Engine) else None
 
     # -- routing -------------------------------------------------------------------------------
 
@@ -131,22 +144,33 @@ class CommandExecutor:
         handler = self._routes.handler_for(command, handler)
         if isinstance(self.bind, Session):
             return self._execute_in(self.bind, command, handler, attempts=1, host=True)
-        factory = self.bind if isinstance(self.bind, sessionmaker) else sessionmaker(self.bind)
         retry = 0
         while True:
             try:
-                with factory() as session:
-                    result = self._execute_in(
-                        session, command, handler, attempts=retry + 1, host=False
-                    )
-                    commit(session)
-                    return result
+                return self._attempt(command, handler, retry + 1)
             except ConcurrencyError as error:
                 retry += 1
                 if retry >= self.retry.attempts:
                     error.attempts = retry
                     raise
                 time.sleep(self.retry.delay(retry - 1))
+
+    def _attempt(self, command: Command, handler: Handler, attempts: int) -> CommandResult:
+        """One managed execution, in a transaction of its own."""
+        store = self._owned
+        if store is not None:
+            return run_owned(
+                store,
+                command,
+                lambda: handler(store, command),
+                require_events=self.require_events,
+                attempts=attempts,
+            )
+        assert isinstance(self.bind, sessionmaker)
+        with self.bind() as session:
+            result = self._execute_in(session, command, handler, attempts=attempts, host=False)
+            commit(session)
+            return result
 
     def _execute_in(
         self, session: Session, command: Command, handler: Handler, *, attempts: int, host: bool
@@ -221,11 +245,7 @@ def _decide(
     # handler or a duplicate, while the host's own earlier work stays.
     scope = session.begin_nested() if host else None
     try:
-        decision = as_decision(decide())
-        if require_events and not decision.events:
-            raise ValidationError(
-                "handler", decision, f"the handler for {command.type!r} returned no events"
-            )
+        decision = _decision(command, decide(), require_events)
         position: int | None = None
         if decision.events:
             position = store.append(decision.events, decision.condition, command=command)
@@ -252,6 +272,48 @@ def _decide(
     if scope is not None:
         scope.commit()
     return CommandResult(command.id, position, len(decision.events), False, attempts)
+
+
+def run_owned(
+    store: EngineEventStore,
+    command: Command,
+    decide: Callable[[], Any],
+    *,
+    require_events: bool,
+    attempts: int,
+) -> CommandResult:
+    """One execution of ``command`` on a store that owns its transactions: the look-up and
+    the handler's reads as statements of their own (a decision's consistency comes from its
+    append condition, not from a transaction around its reads), then the events with the
+    command's record in one transaction, or, for a decision without events, its condition
+    checked and the command recorded. An id recorded meanwhile undoes that transaction
+    and reports the first outcome."""
+    done = store.command(command.id)
+    if done is not None:
+        return CommandResult(command.id, done.last_position, done.event_count, True, attempts)
+    decision = _decision(command, decide(), require_events)
+    position: int | None = None
+    try:
+        if decision.events:
+            position = store.append(decision.events, decision.condition, command=command)
+        else:
+            if decision.condition is not None:
+                store.check(decision.condition)
+            store.record_command(command)
+    except DuplicateCommandError:
+        first = store.command(command.id)
+        assert first is not None
+        return CommandResult(command.id, first.last_position, first.event_count, True, attempts)
+    return CommandResult(command.id, position, len(decision.events), False, attempts)
+
+
+def _decision(command: Command, returned: Any, require_events: bool) -> Decision:
+    decision = as_decision(returned)
+    if require_events and not decision.events:
+        raise ValidationError(
+            "handler", decision, f"the handler for {command.type!r} returned no events"
+        )
+    return decision
 
 
 def commit(session: Session) -> None:
