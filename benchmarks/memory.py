@@ -49,6 +49,10 @@ def open_contender(name: str, dsn: str, db: str) -> Any:
         from benchmarks.pg_crablet import CrabletPg
 
         return CrabletPg(dsn, db)
+    if name == "sa_crablet (engine)":
+        from benchmarks.pg_crablet import EnginePg
+
+        return EnginePg(dsn, db)
     if name == "floor":
         from benchmarks.pg_floor import FloorPg
 
@@ -90,7 +94,7 @@ def measure(name: str, dsn: str, db: str) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("contender", choices=["sa_crablet", "floor", "peer"])
+    parser.add_argument("contender", choices=["sa_crablet", "sa_crablet (engine)", "floor", "peer"])
     parser.add_argument("--dsn", required=True)
     parser.add_argument("--db", required=True)
     args = parser.parse_args()

@@ -1,5 +1,6 @@
 """sa_crablet on PostgreSQL, used as an application would: one ``Session`` per operation,
-``EventStore`` bound to it, committed at the end (``sessionmaker.begin()``)."""
+``EventStore`` bound to it, committed at the end (``sessionmaker.begin()``); and
+``EngineEventStore``, the store that owns its transactions, on the engine itself."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from benchmarks.workload import Ev, dsn_params
 from sa_crablet import (
     AppendCondition,
     ConcurrencyError,
+    EngineEventStore,
     Event,
     EventStore,
     EventStoreConfig,
@@ -110,3 +112,50 @@ class CrabletPg(CrabletSchemaInspector, CrabletOps):
 
     def create_schema(self) -> None:
         sa_crablet.upgrade(self.engine)
+
+
+class EngineOps(CrabletOps):
+    """The same operations on an ``EngineEventStore``: each one its own transaction, no
+    ``Session`` (what a service or a worker whose only write is the events would use)."""
+
+    name = "sa_crablet (engine)"
+    store: EngineEventStore
+
+    def append(self, ev: Ev) -> int:
+        return self.store.append(Event(ev.type, (ev.tag,), ev.data))
+
+    def append_if(self, ev: Ev, types: Sequence[str], after: int) -> int | None:
+        condition = AppendCondition(Query.of(types=types, tags=[ev.tag]), after)
+        try:
+            return self.store.append(Event(ev.type, (ev.tag,), ev.data), condition)
+        except ConcurrencyError:
+            return None
+
+    def append_batch(self, evs: Sequence[Ev]) -> int:
+        self.store.append([Event(e.type, (e.tag,), e.data) for e in evs])
+        return len(evs)
+
+    def _consume(self, query: Query) -> int:
+        result = self.store.read(query)
+        count = 0
+        for _ in result:
+            count += 1
+        _ = result.head
+        return count
+
+    def decide(self, types: Sequence[str], tag: str, make: Callable[[int], Ev]) -> bool:
+        query = Query.of(types=types, tags=[tag])
+        model = self.store.project([counter("n", query)])
+        ev = make(model["n"])
+        try:
+            self.store.append(Event(ev.type, (ev.tag,), ev.data), model.append_condition)
+        except ConcurrencyError:
+            return False
+        return True
+
+
+class EnginePg(CrabletSchemaInspector, EngineOps):
+    def __init__(self, dsn: str, dbname: str) -> None:
+        super().__init__(dsn, dbname)
+        self.engine = engine_for(dsn, dbname)
+        self.store = EngineEventStore(self.engine, self.config)

@@ -19,13 +19,14 @@ from typing import Any
 import sa_crablet
 from benchmarks import pg_async, timing
 from benchmarks.pg_async import AsyncCrabletPg
-from benchmarks.pg_crablet import CrabletPg, engine_for
+from benchmarks.pg_crablet import CrabletPg, EnginePg, engine_for
 from benchmarks.pg_floor import FloorPg
 from benchmarks.pg_peer import PeerPg
 from benchmarks.records import (
     ASYNC_ASYNCPG,
     ASYNC_PSYCOPG,
     CRABLET,
+    ENGINE,
     FLOOR,
     FLOOR_AC,
     PEER,
@@ -51,9 +52,13 @@ from benchmarks.workload import (
 
 G = "postgresql"
 MAIN = (CRABLET, FLOOR, PEER)
+"""The contenders of every scenario, S8's too."""
+SHAPES = (CRABLET, ENGINE, FLOOR, PEER)
+"""S1-S7: both store shapes (Session-bound and engine-owned), the floor and the peer."""
 ASYNC_DRIVERS = {ASYNC_PSYCOPG: "psycopg", ASYNC_ASYNCPG: "asyncpg"}
 DATABASE_SUFFIX = {
     CRABLET: "crablet",
+    ENGINE: "engine",
     FLOOR: "floor",
     PEER: "peer",
     ASYNC_PSYCOPG: "async_psycopg",
@@ -70,6 +75,7 @@ class Stores:
     """The contenders of one run, each on its own database."""
 
     crablet: CrabletPg
+    engine: EnginePg
     floor: FloorPg
     floor_ac: FloorPg
     peer: PeerPg
@@ -77,10 +83,10 @@ class Stores:
     databases: dict[str, str]
 
     def main(self) -> dict[str, Any]:
-        return {CRABLET: self.crablet, FLOOR: self.floor, PEER: self.peer}
+        return {CRABLET: self.crablet, ENGINE: self.engine, FLOOR: self.floor, PEER: self.peer}
 
     def close(self) -> None:
-        for store in (self.crablet, self.floor, self.floor_ac, self.peer):
+        for store in (self.crablet, self.engine, self.floor, self.floor_ac, self.peer):
             store.close()
         for astore in self.asyncs.values():
             astore.close()
@@ -119,6 +125,7 @@ def build_databases(
 def open_stores(dsn: str, names: dict[str, str]) -> Stores:
     return Stores(
         crablet=CrabletPg(dsn, names[CRABLET]),
+        engine=EnginePg(dsn, names[ENGINE]),
         floor=FloorPg(dsn, names[FLOOR]),
         floor_ac=FloorPg(dsn, names[FLOOR], autocommit=True),
         peer=PeerPg(dsn, names[PEER]),
@@ -429,7 +436,7 @@ def _batcher(store: Any, src: EventSource, size: int) -> Op:
 
 
 def run(dsn: str, s: Settings, meta: dict[str, Any], prefix: str) -> list[Record]:
-    contenders = [*MAIN, *ASYNC_DRIVERS]
+    contenders = [*SHAPES, *ASYNC_DRIVERS]
     log(f"PostgreSQL: building {len(contenders)} stores of {s.fill:,} events")
     names = build_databases(dsn, prefix, s.fill, COURSES, meta, contenders)
     stores = open_stores(dsn, names)

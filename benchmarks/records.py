@@ -9,6 +9,8 @@ from typing import Any
 from benchmarks.timing import Samples, summary
 
 CRABLET = "sa_crablet"
+ENGINE = "sa_crablet (engine)"
+"""``EngineEventStore``: the store that owns its transactions."""
 ASYNC_PSYCOPG = "sa_crablet async (psycopg)"
 ASYNC_ASYNCPG = "sa_crablet async (asyncpg)"
 ASYNC_CONTENDERS = (ASYNC_PSYCOPG, ASYNC_ASYNCPG)
@@ -17,6 +19,7 @@ FLOOR = "floor"
 FLOOR_AC = "floor-autocommit"
 PEER = "peer"
 SQLITE_CRABLET = "sa_crablet (SQLite)"
+SQLITE_ENGINE = "sa_crablet engine (SQLite)"
 SQLITE_FLOOR = "sqlite3 floor"
 
 

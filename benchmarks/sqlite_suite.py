@@ -1,5 +1,6 @@
-"""SQLite: sa_crablet (``create_sqlite_engine`` on a temporary file, WAL) against a raw
-stdlib ``sqlite3`` floor with the same durability settings, on the same schema.
+"""SQLite: sa_crablet (``create_sqlite_engine`` on a temporary file, WAL; ``EventStore`` in a
+``Session`` per operation, and ``EngineEventStore``) against a raw stdlib ``sqlite3`` floor
+with the same durability settings, on the same schema.
 
 Both run with ``journal_mode=WAL``, once with ``synchronous=FULL`` (SQLite's default, and
 the one these engines get unless told otherwise) and once with ``synchronous=NORMAL``. The
@@ -24,9 +25,16 @@ from sqlalchemy.orm import sessionmaker
 
 import sa_crablet
 from benchmarks import timing
-from benchmarks.pg_crablet import CrabletOps
+from benchmarks.pg_crablet import CrabletOps, EngineOps
 from benchmarks.pg_suite import conditional_appender, log
-from benchmarks.records import SQLITE_CRABLET, SQLITE_FLOOR, Record, Settings, record
+from benchmarks.records import (
+    SQLITE_CRABLET,
+    SQLITE_ENGINE,
+    SQLITE_FLOOR,
+    Record,
+    Settings,
+    record,
+)
 from benchmarks.timing import Op
 from benchmarks.workload import (
     COURSES,
@@ -98,6 +106,16 @@ class CrabletSqlite(CrabletOps):
             return conn.execute(text(f"PRAGMA {name}")).scalar()
 
 
+class EngineSqlite(EngineOps, CrabletSqlite):
+    """``EngineEventStore`` on the same kind of engine: each operation its own transaction."""
+
+    name = SQLITE_ENGINE
+
+    def __init__(self, path: Path, synchronous: str) -> None:
+        super().__init__(path, synchronous)
+        self.store = sa_crablet.EngineEventStore(self.engine, self.config)
+
+
 class FloorSqlite:
     name = SQLITE_FLOOR
 
@@ -163,40 +181,41 @@ def fill(path: Path, count: int) -> None:
     conn.close()
 
 
-def build(directory: Path, synchronous: str, fill_count: int) -> tuple[CrabletSqlite, FloorSqlite]:
-    paths = {}
-    for who in ("crablet", "floor"):
-        path = directory / f"{who}-{synchronous.lower()}.db"
+def build(directory: Path, synchronous: str, fill_count: int) -> dict[str, Any]:
+    """One file per contender, the same rows in each."""
+    kinds = {SQLITE_CRABLET: CrabletSqlite, SQLITE_ENGINE: EngineSqlite, SQLITE_FLOOR: FloorSqlite}
+    stores: dict[str, Any] = {}
+    for i, (name, kind) in enumerate(kinds.items()):
+        path = directory / f"store{i}-{synchronous.lower()}.db"
         engine = sa_crablet.create_sqlite_engine(str(path))
         sa_crablet.create_schema(engine)
         engine.dispose()
         fill(path, fill_count)
-        paths[who] = path
-    return CrabletSqlite(paths["crablet"], synchronous), FloorSqlite(paths["floor"], synchronous)
+        stores[name] = kind(path, synchronous)
+    return stores
 
 
 def run(s: Settings, meta: dict[str, Any]) -> list[Record]:
     records: list[Record] = []
     with tempfile.TemporaryDirectory(prefix="sa_crablet_bench_") as tmp:
         for synchronous in ("FULL", "NORMAL"):
-            log(f"SQLite, synchronous={synchronous}: two files of {s.sqlite_fill:,} events")
-            crablet, floor = build(Path(tmp), synchronous, s.sqlite_fill)
+            log(f"SQLite, synchronous={synchronous}: three files of {s.sqlite_fill:,} events")
+            stores = build(Path(tmp), synchronous, s.sqlite_fill)
             try:
                 meta.setdefault("sqlite", {})[synchronous] = {
                     who.name: {
                         "journal_mode": who.pragma("journal_mode"),
                         "synchronous": who.pragma("synchronous"),
                     }
-                    for who in (crablet, floor)
+                    for who in stores.values()
                 }
-                meta["sqlite_tag_side_table"] = floor.side_table
-                stores = {SQLITE_CRABLET: crablet, SQLITE_FLOOR: floor}
+                meta["sqlite_tag_side_table"] = stores[SQLITE_FLOOR].side_table
                 records += _writes(stores, s, synchronous)
                 if synchronous == "FULL":
                     records += _reads(stores, s)
             finally:
-                crablet.close()
-                floor.close()
+                for store in stores.values():
+                    store.close()
     return records
 
 
