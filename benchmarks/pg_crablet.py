@@ -23,6 +23,7 @@ from sa_crablet import (
     Query,
 )
 from sa_crablet.projectors import counter
+from sa_crablet.streams import ReadResult
 
 
 def url_for(dsn: str, dbname: str, driver: str = "psycopg") -> URL:
@@ -40,6 +41,15 @@ def url_for(dsn: str, dbname: str, driver: str = "psycopg") -> URL:
 
 def engine_for(dsn: str, dbname: str, pool_size: int = 10) -> Engine:
     return create_engine(url_for(dsn, dbname), pool_size=pool_size, max_overflow=0)
+
+
+def consumed(result: ReadResult) -> int:
+    """Every event of a read, and its head, as an application consumes them."""
+    count = 0
+    for _ in result:
+        count += 1
+    _ = result.head
+    return count
 
 
 class CrabletOps:
@@ -77,12 +87,7 @@ class CrabletOps:
 
     def _consume(self, query: Query) -> int:
         with self.sessions.begin() as session:
-            result = EventStore(session, self.config).read(query)
-            count = 0
-            for _ in result:
-                count += 1
-            _ = result.head
-        return count
+            return consumed(EventStore(session, self.config).read(query))
 
     def decide(self, types: Sequence[str], tag: str, make: Callable[[int], Ev]) -> bool:
         """A decision cycle: project the scope (one counter), decide, append on condition."""
@@ -136,12 +141,7 @@ class EngineOps(CrabletOps):
         return len(evs)
 
     def _consume(self, query: Query) -> int:
-        result = self.store.read(query)
-        count = 0
-        for _ in result:
-            count += 1
-        _ = result.head
-        return count
+        return consumed(self.store.read(query))
 
     def decide(self, types: Sequence[str], tag: str, make: Callable[[int], Ev]) -> bool:
         query = Query.of(types=types, tags=[tag])
