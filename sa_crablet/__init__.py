@@ -46,7 +46,8 @@ if TYPE_CHECKING:
     from sa_crablet.sqlite import create_async_sqlite_engine
 
 __version__ = "0.1.0"
-"""The package's version, a PEP 440 string."""
+"""The one source of the version: pyproject.toml reads it from here (setuptools' dynamic
+``attr``, without importing the package), so the distribution's metadata always agrees."""
 
 _ASYNC = {
     "AsyncCommandExecutor": "sa_crablet.async_executor",

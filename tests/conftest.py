@@ -1,8 +1,10 @@
 """Test fixtures: one behavioural suite, run against SQLite and PostgreSQL.
 
 PostgreSQL is found through ``SA_CRABLET_TEST_DATABASE_URL`` (any database on the server;
-the tests create and drop their own). Without it, testcontainers starts one when Docker is
-available; otherwise PostgreSQL tests are skipped, unless ``--require-postgres`` or
+the tests create and drop their own). Without it, a local server at the usual address
+(``LOCAL_URL``: 127.0.0.1:5432, user postgres) is used when it answers and may create
+databases; otherwise testcontainers starts one when Docker is available; otherwise
+PostgreSQL tests are skipped, unless ``--require-postgres`` or
 ``SA_CRABLET_REQUIRE_POSTGRES=1`` makes a missing database a failure (CI sets it).
 """
 
@@ -34,6 +36,7 @@ from tests.hosts import HOSTS, async_url
 URL_VARIABLE = "SA_CRABLET_TEST_DATABASE_URL"
 REQUIRE_VARIABLE = "SA_CRABLET_REQUIRE_POSTGRES"
 BACKENDS = ("sqlite", "postgresql")
+LOCAL_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -47,6 +50,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def _require_postgres(config: pytest.Config) -> bool:
     return bool(config.getoption("--require-postgres")) or os.environ.get(REQUIRE_VARIABLE) == "1"
+
+
+def _local_url() -> str | None:
+    """``LOCAL_URL`` if a server answers there, quickly, and lets the tests create their
+    databases; None otherwise (nothing listening fails at once; a silent host in 2 s)."""
+    engine = create_engine(LOCAL_URL, poolclass=NullPool, connect_args={"connect_timeout": 2})
+    try:
+        with engine.connect() as conn:
+            allowed = conn.execute(
+                text("SELECT rolsuper OR rolcreatedb FROM pg_roles WHERE rolname = current_user")
+            ).scalar()
+    except Exception:  # no server, no such role, no password: not the usual local server
+        return None
+    finally:
+        engine.dispose()
+    return LOCAL_URL if allowed else None
 
 
 def _container_url() -> tuple[str | None, Any]:
@@ -64,15 +83,12 @@ def _container_url() -> tuple[str | None, Any]:
 
 @pytest.fixture(scope="session")
 def postgres_server_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    url = os.environ.get(URL_VARIABLE)
+    url = os.environ.get(URL_VARIABLE) or _local_url()
     container = None
     if not url:
         url, container = _container_url()
     if not url:
-        message = (
-            f"no PostgreSQL: set {URL_VARIABLE} "
-            "(e.g. postgresql+psycopg://postgres@127.0.0.1:5432/postgres) or start Docker"
-        )
+        message = f"no PostgreSQL: set {URL_VARIABLE}, run one at {LOCAL_URL}, or start Docker"
         if _require_postgres(request.config):
             pytest.fail(message, pytrace=False)
         pytest.skip(message)

@@ -489,7 +489,7 @@ def test_alembic_command_line_from_the_repository(fresh_url: str) -> None:
 def unpacked_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The project built as a wheel (from a copy of the sources) and unzipped."""
     source = tmp_path_factory.mktemp("source")
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):  # LICENSE: license-files
         shutil.copy2(REPO_ROOT / name, source / name)
     shutil.copytree(
         REPO_ROOT / "sa_crablet",
