@@ -21,10 +21,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from benchmarks.fault_kit import (
+    COMMIT_WAITING,
     Background,
     Ledger,
     Mailbox,
@@ -34,7 +35,7 @@ from benchmarks.fault_kit import (
     waiting_for_transaction,
 )
 from benchmarks.fault_log import command_state
-from benchmarks.fault_target import Target, boundary, expect_killed, recover
+from benchmarks.fault_target import ISOLATION, Target, boundary, expect_killed, recover
 from sa_crablet import (
     AppendCondition,
     Command,
@@ -135,17 +136,31 @@ def kill_in_handler_managed(target: Target, ledger: Ledger, *, bind: str) -> Non
     tag = boundary("managed")
     batch, events = marked_batch("Decided", [tag], 3)
     command = Command("Fault", {"batch": batch}, id=uuid.uuid4().hex)
+    # One named connection: the handler's reads and the execution's append share it (with
+    # an Engine the store borrows it per operation, so the handler cannot hold it).
+    name = f"sa_crablet-fault-{uuid.uuid4().hex[:12]}"
+    engine = create_engine(
+        target.url,
+        isolation_level=ISOLATION,
+        pool_size=1,
+        max_overflow=0,
+        connect_args={"application_name": name},
+    )
 
-    def kill(store: EventStore) -> None:
-        target.backends.terminate(backend_pid(store.session))
+    def kill(_store: EventStore) -> None:
+        for pid in target.backends.pids(name):
+            target.backends.terminate(pid)
         ledger.fault("handler-managed")
 
     handler = deciding(tag, events, after=kill)
     factory: sessionmaker[Session] | Engine = (
-        sessionmaker(target.engine) if bind == "sessionmaker" else target.engine
+        sessionmaker(engine) if bind == "sessionmaker" else engine
     )
     try:
-        CommandExecutor(factory, config=target.config).execute(command, handler)
+        try:
+            CommandExecutor(factory, config=target.config).execute(command, handler)
+        finally:
+            engine.dispose()
     except Exception as exc:
         ledger.error(exc)
         ledger.outcome(batch, "failed")
@@ -193,15 +208,12 @@ def kill_command_at_commit(target: Target, ledger: Ledger) -> None:
     tag = boundary("command-commit")
     batch, events = marked_batch("Decided", [tag], 3)
     command = Command("Fault", {"batch": batch}, id=uuid.uuid4().hex)
-    pid: Mailbox[int] = Mailbox()
-
-    def report(store: EventStore) -> None:
-        pid.put(backend_pid(store.session))
-
-    handler = deciding(tag, events, before=report)
+    handler = deciding(tag, events)
     executor = CommandExecutor(target.commit_waiting, config=target.config)
     running = Background(lambda: executor.execute(command, handler))
-    target.backends.terminate_when(pid.get(), committing)
+    # The executor's store borrows a connection per operation: the backend is found by
+    # its connection's name, at its COMMIT.
+    target.backends.terminate(target.backends.find(COMMIT_WAITING, committing))
     ledger.fault("command-commit")
     expect_killed(running, ledger, batch, "unknown")
     rows, _ = command_state(target.engine, command.id)

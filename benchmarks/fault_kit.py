@@ -106,6 +106,30 @@ class Backends:
             time.sleep(0.002)
         raise FaultPointMissed(f"backend {pid} never reached the fault point (last: {last})")
 
+    def pids(self, application: str) -> list[int]:
+        """The backends of the client connections named ``application``."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT pid FROM pg_stat_activity WHERE application_name = :name"),
+                {"name": application},
+            ).scalars()
+            return list(rows)
+
+    def find(
+        self, application: str, reached: Callable[[Activity], bool], timeout: float = 10.0
+    ) -> int:
+        """Poll until a backend of the connections named ``application`` reaches a point:
+        its pid (``FaultPointMissed`` if none does). For a store that owns its transactions,
+        which borrows a connection per operation: the victim cannot report its backend."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for pid in self.pids(application):
+                activity = self.activity(pid)
+                if activity is not None and reached(activity):
+                    return pid
+            time.sleep(0.002)
+        raise FaultPointMissed(f"no backend of {application!r} reached the fault point")
+
     def terminate(self, pid: int) -> bool:
         with self.engine.connect() as conn:
             done: bool = conn.execute(
@@ -144,11 +168,19 @@ def committing(activity: Activity) -> bool:
     return activity.wait_event == "SyncRep"
 
 
+COMMIT_WAITING = "sa_crablet-fault-commit-waiting"
+"""The ``application_name`` of the commit-waiting engine's connections."""
+
+
 def commit_waiting_engine(url: str, **options: Any) -> Engine:
     """An engine whose COMMITs wait at the throwaway cluster's absent synchronous standby
     (see ``benchmarks.pg_cluster``) until their backend is killed: the commit record is
-    written, the client never hears of it."""
-    return create_engine(url, connect_args={"options": "-c synchronous_commit=on"}, **options)
+    written, the client never hears of it. Its connections are named ``COMMIT_WAITING``."""
+    return create_engine(
+        url,
+        connect_args={"options": "-c synchronous_commit=on", "application_name": COMMIT_WAITING},
+        **options,
+    )
 
 
 CONFLICT_SQLSTATES = {"40001": "serialization failure", "40P01": "deadlock"}
