@@ -7,35 +7,53 @@ immediately and can shed load, rather than piling up connections that wait.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from sa_crablet.exceptions import CrabletError
 
 
 class Limiter:
+    """At most ``limit`` holders at once; one more fails at once (``error``). A counter
+    under a lock: nothing ever waits on it but for the counter's own update."""
+
+    __slots__ = ("_count", "_error", "_lock", "_what", "limit")
+
     def __init__(self, limit: int, error: type[CrabletError], what: str) -> None:
         self.limit = limit
         self._error = error
         self._what = what
-        self._slots = threading.BoundedSemaphore(limit)
+        self._lock = threading.Lock()
+        self._count = 0
 
     def acquire(self) -> None:
-        if not self._slots.acquire(blocking=False):
-            raise self._error(
-                f"too many concurrent {self._what}: the limit is {self.limit}", self.limit
-            )
+        with self._lock:
+            if self._count >= self.limit:
+                raise self._error(
+                    f"too many concurrent {self._what}: the limit is {self.limit}", self.limit
+                )
+            self._count += 1
 
     def release(self) -> None:
-        self._slots.release()
+        with self._lock:
+            if self._count <= 0:
+                raise RuntimeError("a limiter slot released more often than acquired")
+            self._count -= 1
 
-    @contextmanager
-    def slot(self) -> Iterator[None]:
-        self.acquire()
-        try:
-            yield
-        finally:
-            self.release()
+    def slot(self) -> _Slot:
+        """A slot for the ``with`` block."""
+        return _Slot(self)
+
+
+class _Slot:
+    __slots__ = ("_limiter",)
+
+    def __init__(self, limiter: Limiter) -> None:
+        self._limiter = limiter
+
+    def __enter__(self) -> None:
+        self._limiter.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._limiter.release()
 
 
 _registry: dict[tuple[object, str], Limiter] = {}

@@ -376,6 +376,9 @@ class EngineEventStore(_Store):
             self.connection = bind
         else:
             raise ValidationError("bind", bind, "EngineEventStore needs an Engine or a Connection")
+        self._autocommits: bool | None = None
+        """Whether the engine's connections come in AUTOCOMMIT already (an engine made with
+        ``isolation_level="AUTOCOMMIT"``): then the store sets nothing on them."""
         super().__init__(config)
 
     @contextmanager
@@ -384,10 +387,15 @@ class EngineEventStore(_Store):
             yield self._own(self.connection)
             return
         with self.engine.connect() as connection:
-            # Set on the connection, not on the engine: an engine's execution option does
-            # not override an isolation level another execution option of it already set.
-            # The pool puts the engine's own level back when the connection returns.
-            connection.execution_options(isolation_level=AUTOCOMMIT)
+            if not self._autocommits:
+                if self._autocommits is None:  # the first operation finds out
+                    self._autocommits = runner_for(connection, self.config).own
+                if not self._autocommits:
+                    # Set on the connection, not on the engine: an engine's execution
+                    # option does not override an isolation level another execution option
+                    # of it already set. The pool puts the engine's own level back when the
+                    # connection returns.
+                    connection.execution_options(isolation_level=AUTOCOMMIT)
             yield self._own(connection)
 
     def _own(self, connection: Connection) -> Runner:

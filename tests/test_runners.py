@@ -182,6 +182,25 @@ def test_any_listener_that_would_see_a_statement_turns_the_store_to_core(
     assert ran_direct(conditional_append_round_trips(engine))  # the plain engine: direct
 
 
+def test_the_listener_flags_the_runner_choice_reads_first_exist(engine: Engine) -> None:
+    """``choose.listening`` reads SQLAlchemy's private ``_has_events`` flags before the
+    dispatchers; if they changed, every check would fall through to the slower one. They
+    start unset on a plain engine and are set by a listener of either kind."""
+    plain = create_engine(engine.url)
+    try:
+        with plain.connect() as conn:
+            assert (conn._has_events, plain._has_events, plain.dialect._has_events) == (
+                False,
+                False,
+                False,
+            )
+        event.listen(plain, "before_cursor_execute", lambda *a: None)
+        event.listen(plain.dialect, "do_execute", lambda *a: None)
+        assert plain._has_events and plain.dialect._has_events
+    finally:
+        plain.dispose()
+
+
 def test_an_audit_hook_after_execute_sees_every_statement(engine: Engine) -> None:
     hooked = create_engine(engine.url)
     statements: list[str] = []

@@ -72,10 +72,20 @@ def direct_allowed(conn: Connection) -> bool:
 def listening(conn: Connection) -> bool:
     """Whether a SQLAlchemy listener would see the store's statements on ``conn``.
 
-    SQLAlchemy has no public "has listeners" call: this reads its event dispatchers
-    (``Connection.dispatch``, joined with the engine's, and the dialect's), each collection
-    false when empty. ``tests/test_runners.py`` installs every one of these events and fails
-    if this stops seeing it."""
+    SQLAlchemy has no public "has listeners" call: this reads its flags that any listener
+    was added (``_has_events``), then its event dispatchers (``Connection.dispatch``, joined
+    with the engine's, and the dialect's), each collection false when empty.
+    ``tests/test_runners.py`` installs every one of these events and fails if this stops
+    seeing it."""
+    # SQLAlchemy marks a connection, its engine and a dialect once any listener of theirs is
+    # added (its own check before every event point): none marked, none listening. Read
+    # with a default that falls through to the precise check below.
+    if not (
+        getattr(conn, "_has_events", True)
+        or getattr(conn.engine, "_has_events", True)
+        or getattr(conn.dialect, "_has_events", True)
+    ):
+        return False
     dispatch: Any = conn.dispatch
     if any(getattr(dispatch, name, None) for name in STATEMENT_EVENTS):
         return True

@@ -167,9 +167,19 @@ class _JsonLoader(Loader):
 _JSON_TYPES = ("json", "jsonb")
 
 
+_CURSOR_KEY = "sa_crablet_psycopg_cursor"
+
+
 def _cursor(raw: Any, conn: Connection, client: bool = False) -> Any:
-    """A cursor whose own adapters decode ``json`` with msgspec; the host's connection and
-    its other cursors keep theirs. ``client``: one that binds values client side."""
+    """The store's cursor on ``raw``, whose own adapters decode ``json`` with msgspec; the
+    host's connection and its other cursors keep theirs. ``client``: one that binds values
+    client side. Made once per connection and kept in its ``info`` (a cursor copies the
+    connection's adapters when it is made: the host's later changes to them do not reach
+    the store's reads, which read only the standard types and ``json``)."""
+    cached: dict[bool, tuple[Any, Any]] = conn.info.setdefault(_CURSOR_KEY, {})
+    found = cached.get(client)
+    if found is not None and found[0] is raw and not found[1].closed:
+        return found[1]
     if client:
         kind = psycopg.AsyncClientCursor if isinstance(raw, psycopg.AsyncConnection) else None
         cursor = (kind or psycopg.ClientCursor)(raw)
@@ -178,6 +188,7 @@ def _cursor(raw: Any, conn: Connection, client: bool = False) -> Any:
     if engine_json_deserializer(conn.dialect) is None:
         for name in _JSON_TYPES:
             cursor.adapters.register_loader(name, _JsonLoader)
+    cached[client] = (raw, cursor)
     return cursor
 
 
@@ -255,8 +266,6 @@ def fetch_script(
         if conn.engine.hide_parameters:  # the bound text holds the values: show placeholders
             sql = ";\n".join(form.sql for form, _ in forms)
         raise _wrapped(conn, raw, sql, {}, exc) from exc
-    finally:
-        wait(cursor.close())
     return results
 
 

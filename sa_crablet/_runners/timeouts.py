@@ -4,8 +4,10 @@ settings, SQLite's busy timeout and progress handler), and planning with actual 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
+from functools import lru_cache
+from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import Connection, func, select, text
@@ -37,18 +39,23 @@ def custom_plans(conn: Connection, wanted: bool) -> Iterator[None]:
         raw.prepare_threshold = threshold
 
 
-def timeout_settings(lock: float | None, stmt: float | None) -> dict[str, str]:
+@lru_cache(maxsize=64)
+def timeout_settings(lock: float | None, stmt: float | None) -> Mapping[str, str]:
     """PostgreSQL settings for the configured timeouts (seconds), e.g. ``{"lock_timeout":
-    "2000ms"}``; empty when none is configured."""
-    return {
-        name: f"{timeout_ms(seconds)}ms"
-        for name, seconds in (("lock_timeout", lock), ("statement_timeout", stmt))
-        if seconds is not None
-    }
+    "2000ms"}``; empty when none is configured. (Cached per configuration: read only.)"""
+    return MappingProxyType(
+        {
+            name: f"{timeout_ms(seconds)}ms"
+            for name, seconds in (("lock_timeout", lock), ("statement_timeout", stmt))
+            if seconds is not None
+        }
+    )
 
 
 @contextmanager
-def pg_timeouts(conn: Connection, settings: dict[str, str], local: bool = True) -> Iterator[None]:
+def pg_timeouts(
+    conn: Connection, settings: Mapping[str, str], local: bool = True
+) -> Iterator[None]:
     """The ``settings`` (see :func:`timeout_settings`) around the enclosed statements.
 
     ``local``: ``SET LOCAL`` style, for statements inside a transaction block; outside one
