@@ -39,8 +39,8 @@ def url_for(dsn: str, dbname: str, driver: str = "psycopg") -> URL:
     )
 
 
-def engine_for(dsn: str, dbname: str, pool_size: int = 10) -> Engine:
-    return create_engine(url_for(dsn, dbname), pool_size=pool_size, max_overflow=0)
+def engine_for(dsn: str, dbname: str, pool_size: int = 10, **options: Any) -> Engine:
+    return create_engine(url_for(dsn, dbname), pool_size=pool_size, max_overflow=0, **options)
 
 
 def consumed(result: ReadResult) -> int:
@@ -157,5 +157,7 @@ class EngineOps(CrabletOps):
 class EnginePg(CrabletSchemaInspector, EngineOps):
     def __init__(self, dsn: str, dbname: str) -> None:
         super().__init__(dsn, dbname)
-        self.engine = engine_for(dsn, dbname)
+        # As the store's documentation advises for an engine of its own: connections that
+        # come in AUTOCOMMIT need no switch per operation (the peer's pool autocommits too).
+        self.engine = engine_for(dsn, dbname, isolation_level="AUTOCOMMIT")
         self.store = EngineEventStore(self.engine, self.config)

@@ -364,7 +364,9 @@ class EngineEventStore(_Store):
 
     ``bind`` is an ``Engine`` (each operation borrows a connection from its pool, for a read
     until the read ends, and sets it to ``AUTOCOMMIT`` for that time) or a ``Connection`` in
-    ``AUTOCOMMIT`` (every operation on it: a worker's one connection).
+    ``AUTOCOMMIT`` (every operation on it: a worker's one connection). An engine made with
+    ``isolation_level="AUTOCOMMIT"`` (one the store has to itself, say) saves the switch to
+    ``AUTOCOMMIT`` and back on every operation.
     """
 
     def __init__(self, bind: Engine | Connection, config: EventStoreConfig | None = None) -> None:
