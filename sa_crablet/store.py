@@ -366,7 +366,8 @@ class EngineEventStore(_Store):
     until the read ends, and sets it to ``AUTOCOMMIT`` for that time) or a ``Connection`` in
     ``AUTOCOMMIT`` (every operation on it: a worker's one connection). An engine made with
     ``isolation_level="AUTOCOMMIT"`` (one the store has to itself, say) saves the switch to
-    ``AUTOCOMMIT`` and back on every operation.
+    ``AUTOCOMMIT`` and back on every operation. On SQLite that matters most: switching back
+    runs a ``PRAGMA``, after which SQLite prepares every statement of the connection anew.
     """
 
     def __init__(self, bind: Engine | Connection, config: EventStoreConfig | None = None) -> None:
