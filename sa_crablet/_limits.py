@@ -7,29 +7,30 @@ immediately and can shed load, rather than piling up connections that wait.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from sa_crablet.exceptions import CrabletError
+
+LimitError = Callable[[str | None, int], CrabletError]
+"""``TooManyAppendsError`` or ``TooManyProjectionsError``: (message, limit) -> error."""
 
 
 class Limiter:
     """At most ``limit`` holders at once; one more fails at once (``error``). A counter
     under a lock: nothing ever waits on it but for the counter's own update."""
 
-    __slots__ = ("_count", "_error", "_lock", "_what", "limit")
+    __slots__ = ("_count", "_error", "_lock", "limit")
 
-    def __init__(self, limit: int, error: type[CrabletError], what: str) -> None:
+    def __init__(self, limit: int, error: LimitError) -> None:
         self.limit = limit
         self._error = error
-        self._what = what
         self._lock = threading.Lock()
         self._count = 0
 
     def acquire(self) -> None:
         with self._lock:
             if self._count >= self.limit:
-                raise self._error(
-                    f"too many concurrent {self._what}: the limit is {self.limit}", self.limit
-                )
+                raise self._error(None, self.limit)  # its message names the setting
             self._count += 1
 
     def release(self) -> None:
@@ -60,11 +61,11 @@ _registry: dict[tuple[object, str], Limiter] = {}
 _registry_lock = threading.Lock()
 
 
-def limiter(config: object, kind: str, limit: int, error: type[CrabletError]) -> Limiter:
+def limiter(config: object, kind: str, limit: int, error: LimitError) -> Limiter:
     """The process-wide limiter of ``kind`` for this configuration (by value)."""
     key = (config, kind)
     with _registry_lock:
         found = _registry.get(key)
         if found is None:
-            found = _registry[key] = Limiter(limit, error, kind)
+            found = _registry[key] = Limiter(limit, error)
         return found

@@ -130,7 +130,7 @@ def check_types(field: str, value: object) -> tuple[str, ...]:
 
 def check_metadata(field: str, value: object) -> None:
     if value is not None and not isinstance(value, Mapping):
-        raise ValidationError(field, value, "metadata must be a mapping or None")
+        raise ValidationError(field, value, "metadata must be a mapping or None", redacted=True)
 
 
 # One encoder for every payload: ``json.dumps`` with options builds a new one per call,
@@ -160,21 +160,25 @@ def to_json(field: str, value: Any) -> str | None:
     try:
         text = _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
-        raise ValidationError(field, value, f"not JSON-serializable: {exc}") from None
+        raise ValidationError(
+            field, value, f"not JSON-serializable: {exc}", redacted=True
+        ) from None
     except RecursionError:
         # Within MAX_PAYLOAD_DEPTH, so only when called from a very deep stack already.
         raise ValidationError(
-            field, value, "nested too deeply to encode from this call depth"
+            field, value, "nested too deeply to encode from this call depth", redacted=True
         ) from None
     if not text.isascii():
         try:
             text.encode()
         except UnicodeEncodeError:
             raise ValidationError(
-                field, value, "text must not contain lone surrogates (not UTF-8)"
+                field, value, "text must not contain lone surrogates (not UTF-8)", redacted=True
             ) from None
     if "\\u0000" in text and _ESCAPED_NUL.search(text):
-        raise ValidationError(field, value, "JSON payloads must not contain NUL characters")
+        raise ValidationError(
+            field, value, "JSON payloads must not contain NUL characters", redacted=True
+        )
     return text
 
 
@@ -192,7 +196,10 @@ def _check_tree(field: str, value: Any) -> None:
     while True:
         if len(stack) >= MAX_PAYLOAD_DEPTH:
             raise ValidationError(
-                field, value, f"nested deeper than {MAX_PAYLOAD_DEPTH} levels (or circular)"
+                field,
+                value,
+                f"nested deeper than {MAX_PAYLOAD_DEPTH} levels (or circular)",
+                redacted=True,
             )
         if isinstance(node, dict):
             if type(node) is not dict:  # a subclass: what the encoder sees, through items()
@@ -228,5 +235,5 @@ def _check_keys(field: str, node: dict[Any, Any]) -> None:
     for key in node:
         if not isinstance(key, str):  # str subclasses are written as plain strings
             raise ValidationError(
-                field, key, "object keys must be strings (others would be converted)"
+                field, key, "object keys must be strings (others would be converted)", redacted=True
             )

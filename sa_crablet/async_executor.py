@@ -42,7 +42,7 @@ class AsyncCommandExecutor:
     ) -> None:
         if not isinstance(bind, AsyncSession | async_sessionmaker | AsyncEngine):
             raise ValidationError(
-                "bind", bind, "an AsyncSession, an async_sessionmaker or an AsyncEngine"
+                "bind", bind, "must be an AsyncSession, an async_sessionmaker or an AsyncEngine"
             )
         self.bind = bind
         self.config = config

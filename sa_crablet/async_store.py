@@ -189,7 +189,7 @@ class AsyncReadResult(AsyncIterator[SequencedEvent]):
         """What this read covered; pass it as ``after``. Available after full consumption
         (events fetched ahead but not yet consumed do not count as read)."""
         if self._buffer or not self._done:
-            raise ReadNotFinishedError("consume the read to its end before asking for its head")
+            raise ReadNotFinishedError()
         return self._result.head
 
 

@@ -58,11 +58,15 @@ class Decision:
         if isinstance(events, Event):
             events = (events,)
         if isinstance(events, str | bytes) or not isinstance(events, Iterable):
-            raise ValidationError("events", events, "a decision holds an iterable of Event")
+            raise ValidationError(
+                "events", events, "a decision holds an iterable of Event", redacted=True
+            )
         collected = tuple(events)
         for event in collected:
             if not isinstance(event, Event):
-                raise ValidationError("events", event, "a decision holds Event values only")
+                raise ValidationError(
+                    "events", event, "a decision holds Event values only", redacted=True
+                )
         if condition is not None and not isinstance(condition, AppendCondition):
             raise ValidationError("condition", condition, "must be an AppendCondition or None")
         object.__setattr__(self, "events", collected)
@@ -87,7 +91,10 @@ def as_decision(value: object) -> Decision:
         return Decision(value)  # type: ignore[arg-type]
     except ValidationError as error:
         raise ValidationError(
-            "handler", value, "a handler returns a Decision, events, (events, condition) or None"
+            "handler",
+            value,
+            "a handler returns a Decision, events, (events, condition) or None",
+            redacted=True,
         ) from error
 
 

@@ -83,7 +83,12 @@ class Routes(Generic[H]):
         if handler is None:
             handler = self._handlers.get(command.type)
             if handler is None:
-                raise ValidationError("command", command.type, "no handler for this type")
+                raise ValidationError(
+                    "command",
+                    command.type,
+                    "no handler for this type: register one (register(type, handler) or "
+                    "@handles(type)) or pass handler=",
+                )
         return handler
 
 
@@ -113,7 +118,7 @@ class CommandExecutor:
         require_events: bool = True,
     ) -> None:
         if not isinstance(bind, Session | sessionmaker | Engine):
-            raise ValidationError("bind", bind, "a Session, a sessionmaker or an Engine")
+            raise ValidationError("bind", bind, "must be a Session, a sessionmaker or an Engine")
         self.bind = bind
         self.config = config
         self.retry = retry
@@ -311,7 +316,11 @@ def _decision(command: Command, returned: Any, require_events: bool) -> Decision
     decision = as_decision(returned)
     if require_events and not decision.events:
         raise ValidationError(
-            "handler", decision, f"the handler for {command.type!r} returned no events"
+            "handler",
+            decision,
+            f"the handler for {command.type!r} returned no events: return the events it "
+            "decides, or create the executor with require_events=False to record commands "
+            "that append nothing",
         )
     return decision
 

@@ -52,7 +52,11 @@ class Query:
         if match_all and collected:
             raise ValidationError("items", collected, "Query.all() takes no items")
         if not match_all and not collected:
-            raise ValidationError("items", collected, "a query needs at least one item")
+            raise ValidationError(
+                "items",
+                collected,
+                "a query needs at least one item (Query.all() matches every event)",
+            )
         # Drop exact duplicates, keep the caller's order otherwise.
         object.__setattr__(self, "items", tuple(dict.fromkeys(collected)))
         object.__setattr__(self, "match_all", match_all)
@@ -111,7 +115,9 @@ class Head:
             raise ValidationError("head", text, "a head is parsed from a string")
         position, sep, snap = text.partition("@")
         if not _NUMBER.fullmatch(position):
-            raise ValidationError("head", text, "not a head 'position[@snapshot]'")
+            raise ValidationError(
+                "head", text, "not a head: expected 'position[@snapshot]', as str(head) writes it"
+            )
         return cls(int(position), Snapshot.parse(snap) if sep else None)
 
 

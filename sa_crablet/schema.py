@@ -46,6 +46,11 @@ TABLE_PREFIX = "sa_crablet_"
 EVENTS_TABLE = f"{TABLE_PREFIX}events"
 VERSION_TABLE = f"{TABLE_PREFIX}alembic_version"
 """Alembic's version table for sa_crablet's own migrations (never the host's)."""
+HEAD_REVISION = "0005_exact_payloads"
+"""The latest of the packaged migrations: what these tables correspond to (a test keeps it
+equal to the migrations' head)."""
+BASE_REVISION = "base"
+"""Alembic's name for "no migration applied"."""
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",

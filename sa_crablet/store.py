@@ -186,19 +186,24 @@ class _Store:
         if isinstance(events, Event):
             return [events]
         if isinstance(events, str | bytes) or not isinstance(events, Iterable):
-            raise ValidationError("events", events, "append takes an Event or an iterable of them")
+            raise ValidationError(
+                "events", events, "append takes an Event or an iterable of them", redacted=True
+            )
         batch = list(events)
         if not batch:
             raise ValidationError("events", batch, "an append needs at least one event")
         if len(batch) > self.config.max_batch_size:
             raise ValidationError(
                 "events",
-                f"<{len(batch)} events>",
-                f"a batch holds at most max_batch_size={self.config.max_batch_size} events",
+                batch,
+                f"a batch holds at most EventStoreConfig.max_batch_size="
+                f"{self.config.max_batch_size} events: split it into several appends (in one "
+                "transaction, if they belong together) or raise max_batch_size",
+                redacted=True,
             )
         for event in batch:
             if not isinstance(event, Event):
-                raise ValidationError("events", event, "append takes Event values")
+                raise ValidationError("events", event, "append takes Event values", redacted=True)
         return batch
 
     @staticmethod
@@ -406,11 +411,14 @@ class EngineEventStore(_Store):
         if not runner.own:
             # Its operations would run in a transaction nobody commits.
             raise UnsupportedSetupError(
-                "bind",
-                connection,
-                "EngineEventStore needs a Connection in AUTOCOMMIT with no transaction open "
-                '(connection.execution_options(isolation_level="AUTOCOMMIT")); inside a '
-                "transaction of your own use EventStore(session)",
+                "isolation_level",
+                connection.get_execution_options().get(
+                    "isolation_level", connection.default_isolation_level
+                ),
+                "EngineEventStore commits each operation itself, so its Connection must be in "
+                "AUTOCOMMIT with no transaction open",
+                supported='connection.execution_options(isolation_level="AUTOCOMMIT"), or '
+                "EventStore(session) inside a transaction of your own",
             )
         return runner
 
@@ -421,7 +429,6 @@ AUTOCOMMIT = "AUTOCOMMIT"
 def _condition_failed(condition: AppendCondition | None, position: int | None) -> ConcurrencyError:
     assert condition is not None
     return ConcurrencyError(
-        f"append condition failed: a matching event exists after {condition.after!s}",
         condition=condition,
         position=position,
         transaction_usable=True,

@@ -77,6 +77,7 @@ class ReadResult(Iterator[SequencedEvent]):
     def __init__(self, stream: Iterator[SequencedEvent | Head]) -> None:
         self._stream = stream
         self._head: Head | None = None
+        self._closed = False
 
     def __iter__(self) -> ReadResult:
         return self
@@ -92,6 +93,7 @@ class ReadResult(Iterator[SequencedEvent]):
 
     def close(self) -> None:
         """Stop early and release the cursor."""
+        self._closed = self._head is None
         close = getattr(self._stream, "close", None)
         if close is not None:
             close()
@@ -100,5 +102,5 @@ class ReadResult(Iterator[SequencedEvent]):
     def head(self) -> Head:
         """What this read covered; pass it as ``after``. Available after full consumption."""
         if self._head is None:
-            raise ReadNotFinishedError("consume the read to its end before asking for its head")
+            raise ReadNotFinishedError(closed=self._closed)
         return self._head

@@ -96,6 +96,13 @@ def test_an_error_the_store_does_not_classify_propagates_as_is(
 def test_sqlite_a_transaction_that_already_read_loses_at_once(engine: Engine) -> None:
     """With the application's own BEGIN, a transaction that has read cannot wait for another
     writer (its snapshot would go stale): it fails at once, as a lost race, not a timeout."""
+    assert not lose_after_reading(engine).transaction_usable
+    assert count_events(engine) == 1
+
+
+def lose_after_reading(engine: Engine) -> ConcurrencyError:
+    """SQLite: what a transaction of the application's own (``BEGIN``) gets when it reads
+    ``seat:1`` and then appends there while another writer holds the write lock."""
     query = Query.of(tags=["seat:1"])
     writer = Session(engine)
     EventStore(writer).append(Event("Held", ["other:1"]))  # holds SQLite's write lock
@@ -107,9 +114,8 @@ def test_sqlite_a_transaction_that_already_read_loses_at_once(engine: Engine) ->
             assert list(result) == []
             with pytest.raises(ConcurrencyError) as error:
                 store.append(Event("Booked", ["seat:1"]), AppendCondition(query, result.head))
-            assert not error.value.transaction_usable
             session.rollback()
     finally:
         writer.commit()
         writer.close()
-    assert count_events(engine) == 1
+    return error.value

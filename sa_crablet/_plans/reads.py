@@ -134,7 +134,11 @@ class ReadPlan:
             event = to_event(values)
             position = event.position
             if edge is not None and (position < edge) != self.backwards:
-                raise CrabletError("a read returned events out of position order")
+                raise CrabletError(
+                    f"a read returned events out of position order ({position} after {edge}): "
+                    "the database did not return what the store asked for, so the read was "
+                    "stopped; check for a damaged index (REINDEX) and report it to sa_crablet"
+                )
             count += 1
             if edge is None or not self.backwards:
                 edge = position

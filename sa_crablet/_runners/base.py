@@ -19,7 +19,7 @@ from typing import Any, ClassVar, TypeVar
 from sqlalchemy import Connection
 
 from sa_crablet._awaiting import outside_the_bridge
-from sa_crablet._errors import translated
+from sa_crablet._errors import Circumstances, recorded_revision, translated
 from sa_crablet._plans import control
 from sa_crablet._plans.steps import Plan, Rows, Step
 from sa_crablet._runners.fresh import fresh_rows
@@ -81,7 +81,21 @@ class Runner(ABC):
         self, condition: AppendCondition | None = None, command: Command | None = None
     ) -> AbstractContextManager[None]:
         """Driver errors raised inside become the library's (see :mod:`sa_crablet._errors`)."""
-        return translated(condition, command=command)
+        return translated(condition, command=command, known=self.circumstances)
+
+    def circumstances(self) -> Circumstances:
+        """What this operation's error messages can name: the configured timeouts, and the
+        schema's revision, read only if an error needs it."""
+        return Circumstances(
+            lock_timeout=self.config.lock_timeout,
+            statement_timeout=self.config.statement_timeout,
+            revision=self.recorded_revision,
+        )
+
+    def recorded_revision(self) -> str | None:
+        """The schema's revision as the database records it, for a :class:`SchemaError`'s
+        message: on a connection of its own, as this one's transaction may be aborted."""
+        return recorded_revision(self.fresh)
 
     write_lock_up_front: ClassVar[bool] = False
     """Whether a transaction that reads and then writes should take the write lock from its
@@ -246,6 +260,8 @@ def check_encoding(driver: Any) -> None:
         raise UnsupportedSetupError(
             "client_encoding",
             encoding,
-            "sa_crablet needs a UTF-8 client encoding on PostgreSQL: remove the "
-            "client_encoding setting (or set it to UTF8) on the engine or connection",
+            "sa_crablet needs a UTF-8 client encoding on PostgreSQL (in other encodings a "
+            "tag or a payload can come apart on the way); nothing was sent",
+            supported="UTF8: remove the client_encoding setting (or set it to UTF8) on the "
+            "engine, the connection or the role",
         )

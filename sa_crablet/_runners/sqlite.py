@@ -6,13 +6,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
 from sa_crablet._awaiting import outside_the_bridge
-from sa_crablet._errors import translated
+from sa_crablet._errors import Circumstances, recorded_revision, translated
 from sa_crablet._plans.steps import Rows, Step
 from sa_crablet._runners.base import Runner
 from sa_crablet._runners.timeouts import sqlite_timeouts
@@ -66,7 +67,20 @@ class SqliteRunner(Runner):
     def translated(
         self, condition: AppendCondition | None = None, command: Command | None = None
     ) -> AbstractContextManager[None]:
-        return translated(condition, command=command, busy_is_conflict=self._busy_without_waiting)
+        return translated(
+            condition,
+            command=command,
+            busy_is_conflict=self._busy_without_waiting,
+            known=self.circumstances,
+        )
+
+    def circumstances(self) -> Circumstances:
+        return replace(super().circumstances(), busy_timeout=self._busy_timeout)
+
+    def recorded_revision(self) -> str | None:
+        # SQLite's transaction survives the error (and an in-memory database has no
+        # other connection that would see it).
+        return recorded_revision(self.rows)
 
     write_lock_up_front: ClassVar[bool] = True
 
@@ -94,8 +108,14 @@ class SqliteRunner(Runner):
             return False
         limit = self.config.lock_timeout
         if limit is None:
-            try:
-                limit = int(self.conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one()) / 1000
-            except DBAPIError:
+            limit = self._busy_timeout()
+            if limit is None:
                 return True
         return limit == 0 or time.monotonic() - self.started < limit * 0.9
+
+    def _busy_timeout(self) -> float | None:
+        """The connection's own busy timeout (seconds), ``None`` if it cannot be read."""
+        try:
+            return int(self.conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one()) / 1000
+        except DBAPIError:
+            return None
