@@ -16,9 +16,9 @@ import json
 import random
 import sqlite3
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import event, text
 from sqlalchemy.orm import sessionmaker
@@ -85,7 +85,7 @@ READ = {
 
 class CrabletSqlite(CrabletOps):
     name = SQLITE_CRABLET
-    engine_options: dict[str, Any] = {}
+    engine_options: ClassVar[Mapping[str, Any]] = {}
 
     def __init__(self, path: Path, synchronous: str) -> None:
         self.engine = sa_crablet.create_sqlite_engine(str(path), **self.engine_options)
@@ -114,7 +114,7 @@ class EngineSqlite(EngineOps, CrabletSqlite):
     # As the store's documentation advises: an engine in AUTOCOMMIT. Switching a pysqlite
     # connection back from AUTOCOMMIT runs a PRAGMA, and SQLite then re-prepares every
     # statement of the connection: about 350,000 instructions per append.
-    engine_options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"}
+    engine_options: ClassVar[Mapping[str, Any]] = {"isolation_level": "AUTOCOMMIT"}
 
     def __init__(self, path: Path, synchronous: str) -> None:
         super().__init__(path, synchronous)
