@@ -1,18 +1,35 @@
-"""The TypeScript peer's installation for the benchmark suite (``benchmarks.ts_peer``).
+"""The TypeScript peer in the benchmark suite (``benchmarks.ts_peer``, ``benchmarks.pg_ts_peer``).
 
-The manifest rewrite that makes the published package installable, and the skips (no Node,
-no registry), checked without installing anything.
+The manifest rewrite that makes the published package installable and the skips (no Node,
+no registry) are checked without installing anything. With Node and the registry (or an
+installation already in the cache), the driver runs tiny blocks of S1, S2, S4 and S7
+against a fresh PostgreSQL database.
 """
 
 from __future__ import annotations
 
 import copy
 import shutil
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import make_url
 
+from benchmarks import pg_ts_peer
+from benchmarks.pg_suite import build_databases
+from benchmarks.pg_ts_peer import TsPeerPg
+from benchmarks.records import TS_PEER
 from benchmarks.ts_peer import install
+from benchmarks.workload import (
+    TS_PEER_TABLE,
+    TYPES,
+    EventSource,
+    connect,
+    course_tag,
+    drop_database,
+)
 
 PUBLISHED = {
     "name": "@dcb-es/event-store-postgres",
@@ -94,3 +111,67 @@ def test_without_the_registry_the_peer_is_skipped(
     assert isinstance(found, install.Skipped)
     assert "npm pack" in found.reason and "ECONNREFUSED" in found.reason
     assert list((tmp_path / "cache").iterdir()) == []  # no half-built folder left behind
+
+
+# -- the driver, with Node and PostgreSQL ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def installation() -> install.Installation:
+    found = install.prepare()
+    if isinstance(found, install.Skipped):
+        pytest.skip(f"the TypeScript peer cannot run here: {found.reason}")
+    return found
+
+
+@pytest.fixture
+def ts_store(postgres_server_url: str, installation: install.Installation) -> Iterator[TsPeerPg]:
+    url = make_url(postgres_server_url)
+    dsn = f"host={url.host or '127.0.0.1'} port={url.port or 5432} user={url.username}"
+    if url.password:
+        dsn += f" password={url.password}"
+    prefix = f"sa_crablet_test_ts_{uuid.uuid4().hex[:8]}"
+    names = build_databases(dsn, prefix, 200, 10, {}, [TS_PEER], installation)
+    store = TsPeerPg(dsn, names[TS_PEER], installation, pool_size=2)
+    try:
+        yield store
+    finally:
+        store.close()
+        drop_database(dsn, names[TS_PEER])
+
+
+@pytest.mark.postgresql_only
+def test_the_driver_runs_the_scenarios_blocks(ts_store: TsPeerPg) -> None:
+    assert ts_store.count() == 200  # ensureInstalled's table, filled by the suite
+
+    appended = pg_ts_peer.appender(ts_store, EventSource(1, courses=10)).run(3)
+    assert (appended.calls, appended.units, len(appended.latencies_ns)) == (3, 3, 3)
+    assert appended.wall_ns >= sum(appended.latencies_ns) > 0
+    assert ts_store.count() == 203
+
+    conditional = pg_ts_peer.conditional_appender(ts_store, EventSource(2, courses=10))
+    assert conditional.run(2).units == 2
+    assert conditional.run(2).units == 2  # the second block goes on from the first's position
+
+    read = pg_ts_peer.reader(ts_store, EventSource(4, courses=10)).run(2)
+    src = EventSource(4, courses=10)  # the courses the reader drew
+    assert read.units == sum(_events_on(ts_store, course_tag(src.course())) for _ in range(2)) > 0
+
+    (distinct, errors_a), (hot, errors_b) = pg_ts_peer.writers(ts_store, 2, 0.3, "course:hot-0")
+    assert errors_a == errors_b == []
+    assert distinct.units > 0 and distinct.counters["conflicts"] == 0
+    assert hot.units > 0
+    seen = ts_store.scope_seen("course:hot-0")  # each decision saw every earlier one
+    assert seen == list(range(hot.units))
+
+
+def _events_on(store: TsPeerPg, tag: str) -> int:
+    """How many events of the four types carry ``tag`` (every event has one of them)."""
+    with connect(store.dsn, store.dbname) as conn:
+        row = conn.execute(
+            f"SELECT count(*) FROM {TS_PEER_TABLE} WHERE tags @> ARRAY[%s]::text[] "
+            "AND type = ANY(%s)",
+            (tag, list(TYPES)),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
