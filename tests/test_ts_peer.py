@@ -1,9 +1,9 @@
 """The TypeScript peer in the benchmark suite (``benchmarks.ts_peer``, ``benchmarks.pg_ts_peer``).
 
-The manifest rewrite that makes the published package installable and the skips (no Node,
-no registry) are checked without installing anything. With Node and the registry (or an
-installation already in the cache), the driver runs tiny blocks of S1, S2, S4 and S7
-against a fresh PostgreSQL database.
+The manifest rewrite that makes the published package installable, the skips (no Node, no
+registry), the report's "best peer" and its note on a skipped peer are checked without Node.
+With Node and the registry (or an installation already in the cache), the driver runs tiny
+blocks of S1, S2, S4 and S7 against a fresh PostgreSQL database.
 """
 
 from __future__ import annotations
@@ -13,14 +13,15 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import make_url
 
-from benchmarks import pg_ts_peer
+from benchmarks import pg_ts_peer, report
 from benchmarks.pg_suite import build_databases
 from benchmarks.pg_ts_peer import TsPeerPg
-from benchmarks.records import TS_PEER
+from benchmarks.records import ENGINE, PEER, TS_PEER, Record, add_ratios
 from benchmarks.ts_peer import install
 from benchmarks.workload import (
     TS_PEER_TABLE,
@@ -111,6 +112,50 @@ def test_without_the_registry_the_peer_is_skipped(
     assert isinstance(found, install.Skipped)
     assert "npm pack" in found.reason and "ECONNREFUSED" in found.reason
     assert list((tmp_path / "cache").iterdir()) == []  # no half-built folder left behind
+
+
+# -- the report -----------------------------------------------------------------------------------
+
+
+def _record(scenario: str, contender: str, throughput: float) -> Record:
+    return Record("postgresql", scenario, "", contender, "appends/s", throughput, 1, 1, 1, 1, 1)
+
+
+def test_the_best_peer_is_the_faster_one_per_scenario() -> None:
+    records = [
+        _record("S1", ENGINE, 900),
+        _record("S1", PEER, 600),
+        _record("S1", TS_PEER, 1200),
+        _record("S2", ENGINE, 900),
+        _record("S2", PEER, 600),
+    ]
+    add_ratios(records)
+    assert report.best_peer(records, "S1") == (0.75, TS_PEER)
+    assert report.best_peer(records, "S2") == (1.5, PEER)  # the TS peer did not run
+    assert report.best_peer(records, "S3") is None
+    rows = {t["scenario"]: t for t in report.targets(records, "full")}
+    assert rows["S1 engine-owned"]["vs_best_peer"] == f"0.75x ({TS_PEER})"
+    assert rows["S1 engine-owned"]["met"] is True  # the targets stay against the peer: 1.5x
+
+
+def _meta(ts_peer: dict[str, Any]) -> dict[str, Any]:
+    settings: dict[str, float] = {"rounds": 1, "calls": 1, "read_calls": 1, "decide_calls": 1}
+    settings |= {"writer_rounds": 1, "writer_seconds": 1.0, "writers": 8}
+    return {
+        "mode": "quick",
+        "started": "now",
+        "fill": 10,
+        "settings": settings,
+        "machine": {"cpu": "cpu", "cores": 2, "memory_gb": 1.0},
+        "versions": {"python": "3"},
+        "ts_peer": ts_peer,
+    }
+
+
+def test_the_report_says_why_the_ts_peer_was_skipped() -> None:
+    skipped = install.Skipped("node is not installed").describe()
+    text = report.markdown([_record("S1", ENGINE, 900)], _meta(skipped), [])
+    assert "was **skipped** in this run: node is not installed" in text
 
 
 # -- the driver, with Node and PostgreSQL ---------------------------------------------------------
