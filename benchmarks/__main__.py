@@ -3,7 +3,10 @@
 Runs scenarios S1-S8 of the performance brief for sa_crablet, a hand-written psycopg 3
 floor and the ``eventsourcing`` DCB recorder (the peer), side by side on the same
 PostgreSQL, with sa_crablet's ``AsyncEventStore`` on psycopg and on asyncpg in S1, S2, S4,
-S6 and S7, plus sa_crablet on SQLite against a raw ``sqlite3`` floor. Writes
+S6 and S7, plus sa_crablet on SQLite against a raw ``sqlite3`` floor. Where Node and the npm
+registry are at hand, the TypeScript peer ``@dcb-es/event-store-postgres`` joins S1-S7
+(installed once into a cache folder, see ``benchmarks.ts_peer.install``); without them it
+is skipped, and the report says why. Writes
 ``benchmarks/results/benchmark[_quick].{json,md}`` and, in full mode with matplotlib,
 PNG charts. See ``docs/performance.md`` for the method and the findings.
 
@@ -34,6 +37,7 @@ import psycopg
 import sa_crablet
 from benchmarks import pg_suite, report, scale, sqlite_suite
 from benchmarks.records import FULL, QUICK, SQLITE_FLOOR, Record, Settings, add_ratios
+from benchmarks.ts_peer import install
 
 DEFAULT_DSN = "host=127.0.0.1 port=5432 user=postgres"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -63,7 +67,22 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default="postgresql,scale,sqlite",
         help="comma-separated parts to run: postgresql, scale, sqlite",
     )
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(pg_suite.SCENARIOS),
+        help="comma-separated PostgreSQL scenarios to run: " + ", ".join(pg_suite.SCENARIOS),
+    )
     parser.add_argument("--fill", type=int, help="events per PostgreSQL store (default by mode)")
+    parser.add_argument(
+        "--ts-peer-dir",
+        type=Path,
+        default=None,
+        help="where the TypeScript peer is installed and reused (default: "
+        f"${install.DIRECTORY_ENV}, else ~/.cache/sa_crablet-bench/ts-peer-{install.PEER_VERSION})",
+    )
+    parser.add_argument(
+        "--no-ts-peer", action="store_true", help="leave the TypeScript peer out of this run"
+    )
     parser.add_argument("--output", type=Path, default=RESULTS, help="results directory")
     parser.add_argument("--stem", help="results file name stem (default by mode)")
     parser.add_argument("--revision", help="the sa_crablet revision to record (default: git)")
@@ -72,7 +91,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="exit 1 when an S7b invariant is violated or a writer (thread or task) failed",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    unknown = set(_listed(args.scenarios)) - set(pg_suite.SCENARIOS)
+    if unknown:
+        parser.error(f"--scenarios: unknown {', '.join(sorted(unknown))}")
+    return args
+
+
+def _listed(value: str) -> list[str]:
+    return [p.strip() for p in value.split(",") if p.strip()]
 
 
 def machine() -> dict[str, Any]:
@@ -90,6 +117,23 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": memory_gb, "os": platform.platform()}
+
+
+def ts_peer(args: argparse.Namespace, meta: dict[str, Any]) -> install.Installation | None:
+    """The TypeScript peer's installation, or None (the reason goes into ``meta``)."""
+    found: install.Installation | install.Skipped
+    if args.no_ts_peer:
+        found = install.Skipped("left out by --no-ts-peer")
+    else:
+        print(f"TS peer: {install.PEER}@{install.PEER_VERSION} ...", file=sys.stderr, flush=True)
+        found = install.prepare(args.ts_peer_dir)
+    meta["ts_peer"] = found.describe()
+    if isinstance(found, install.Skipped):
+        print(f"TS peer skipped: {found.reason}", file=sys.stderr, flush=True)
+        return None
+    meta["versions"][install.PEER] = install.PEER_VERSION
+    meta["versions"]["node"] = found.node_version
+    return found
 
 
 def versions() -> dict[str, str]:
@@ -159,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     settings: Settings = QUICK if args.quick else FULL
     if args.fill:
         settings = replace(settings, fill=args.fill)
-    parts = {p.strip() for p in args.only.split(",") if p.strip()}
+    parts = set(_listed(args.only))
     if args.quick:
         parts.discard("scale")  # S8 needs a 1M-event store: full mode only
     stem = args.stem or ("benchmark_quick" if args.quick else "benchmark")
@@ -177,8 +221,15 @@ def main(argv: list[str] | None = None) -> int:
     records: list[Record] = []
     if parts & {"postgresql", "scale"}:
         meta["postgresql"] = postgresql_info(args.dsn)
+    scenarios = _listed(args.scenarios)
+    if scenarios != list(pg_suite.SCENARIOS):
+        meta["scenarios"] = scenarios
+    ts = ts_peer(args, meta) if "postgresql" in parts else None
     steps: list[tuple[str, Callable[[], list[Record]]]] = [
-        ("postgresql", lambda: pg_suite.run(args.dsn, settings, meta, args.prefix)),
+        (
+            "postgresql",
+            lambda: pg_suite.run(args.dsn, settings, meta, args.prefix, ts, scenarios),
+        ),
         ("scale", lambda: scale.run(args.dsn, settings, meta, args.prefix + "_s8")),
         ("sqlite", lambda: sqlite_suite.run(settings, meta)),
     ]
@@ -194,7 +245,9 @@ def main(argv: list[str] | None = None) -> int:
             meta.setdefault("errors", []).append(f"{part}: {type(exc).__name__}: {exc}")
         # Written after every part, so a late failure never loses earlier results.
         add_ratios([r for r in records if r.group != "sqlite"])
-        add_ratios([r for r in records if r.group == "sqlite"], peer=None, floor=SQLITE_FLOOR)
+        add_ratios(
+            [r for r in records if r.group == "sqlite"], peer=None, floor=SQLITE_FLOOR, ts_peer=None
+        )
         meta["elapsed_s"] = time.perf_counter() - started
         written = report.write(records, meta, args.output, stem, chart)
     for path in written:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from benchmarks.workload import EVENTS_TABLE, PEER_MAIN, PEER_TAGS, connect
+from benchmarks.workload import EVENTS_TABLE, PEER_MAIN, PEER_TAGS, TS_PEER_TABLE, connect
 
 
 class _Inspector:
@@ -20,7 +20,7 @@ class _Inspector:
 
     def _rows(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with connect(self.dsn, self.dbname) as conn:
-            return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
+            return conn.execute(query, params).fetchall()
 
     def head(self) -> int:
         return int(self._rows(self.head_sql)[0][0])
@@ -58,4 +58,17 @@ class PeerSchemaInspector(_Inspector):
     scope_sql = (
         f"SELECT convert_from(m.data, 'UTF8') FROM {PEER_MAIN} m "
         f"JOIN {PEER_TAGS} t ON t.main_id = m.id WHERE t.tag = %s ORDER BY m.id"
+    )
+
+
+class TsPeerSchemaInspector(_Inspector):
+    """The TypeScript peer's one table: positions in ``sequence_position``, the event's data
+    inside its ``payload`` text (``{"data": ..., "metadata": ...}``)."""
+
+    events_sql = f"SELECT count(*) FROM {TS_PEER_TABLE}"
+    head_sql = f"SELECT coalesce(max(sequence_position), 0) FROM {TS_PEER_TABLE}"
+    last_sql = f"SELECT type, tags[1], max(sequence_position) FROM {TS_PEER_TABLE} GROUP BY 1, 2"
+    scope_sql = (
+        f"SELECT (payload::json -> 'data')::text FROM {TS_PEER_TABLE} "
+        "WHERE tags @> ARRAY[%s]::text[] ORDER BY sequence_position"
     )

@@ -1,5 +1,8 @@
-"""Scenarios S1-S7 on PostgreSQL: sa_crablet, the floor and the peer in the same run, and
-sa_crablet's ``AsyncEventStore`` on each async driver in S1, S2, S4, S6 and S7.
+"""Scenarios S1-S7 on PostgreSQL: sa_crablet, the floor and the peers in the same run, and
+sa_crablet's ``AsyncEventStore`` on each async driver in S1, S2, S4, S6 and S7. The
+TypeScript peer joins every scenario when it could be installed (see
+``benchmarks.ts_peer.install``); it runs in a Node process of its own, a block of calls at a
+time (``benchmarks.pg_ts_peer``).
 
 Each contender gets its own fresh database (created, filled, ``VACUUM (ANALYZE)``-ed,
 dropped at the end). Reads (S4, S5) run first on the freshly filled stores; appends follow;
@@ -12,16 +15,17 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sa_crablet
-from benchmarks import pg_async, timing
+from benchmarks import pg_async, pg_ts_peer, timing
 from benchmarks.pg_async import AsyncCrabletPg
 from benchmarks.pg_crablet import CrabletPg, EnginePg, engine_for
 from benchmarks.pg_floor import FloorPg
 from benchmarks.pg_peer import PeerPg
+from benchmarks.pg_ts_peer import TsPeerPg
 from benchmarks.records import (
     ASYNC_ASYNCPG,
     ASYNC_PSYCOPG,
@@ -30,11 +34,13 @@ from benchmarks.records import (
     FLOOR,
     FLOOR_AC,
     PEER,
+    TS_PEER,
     Record,
     Settings,
     record,
 )
-from benchmarks.timing import AsyncOp, Op, Samples
+from benchmarks.timing import AnyOp, Op, Samples
+from benchmarks.ts_peer.install import Installation
 from benchmarks.workload import (
     COURSES,
     TYPES,
@@ -46,6 +52,7 @@ from benchmarks.workload import (
     drop_database,
     fill_crablet_schema,
     fill_peer_schema,
+    fill_ts_peer_schema,
     make_subscription,
     payload,
 )
@@ -63,7 +70,10 @@ DATABASE_SUFFIX = {
     PEER: "peer",
     ASYNC_PSYCOPG: "async_psycopg",
     ASYNC_ASYNCPG: "async_asyncpg",
+    TS_PEER: "ts_peer",
 }
+SCENARIOS = ("S1", "S2", "S2'", "S3", "S4", "S5", "S6", "S7")
+"""What ``--scenarios`` can select (S3 holds both batch sizes, S7 both S7a and S7b)."""
 
 
 def log(message: str) -> None:
@@ -81,6 +91,7 @@ class Stores:
     peer: PeerPg
     asyncs: dict[str, AsyncCrabletPg]
     databases: dict[str, str]
+    ts_peer: TsPeerPg | None = None
 
     def main(self) -> dict[str, Any]:
         return {CRABLET: self.crablet, ENGINE: self.engine, FLOOR: self.floor, PEER: self.peer}
@@ -90,6 +101,8 @@ class Stores:
             store.close()
         for astore in self.asyncs.values():
             astore.close()
+        if self.ts_peer is not None:
+            self.ts_peer.close()
 
 
 def build_databases(
@@ -99,8 +112,10 @@ def build_databases(
     courses: int,
     meta: dict[str, Any],
     contenders: Sequence[str] = MAIN,
+    ts_peer: Installation | None = None,
 ) -> dict[str, str]:
-    """Create, migrate and fill one database per contender; return contender -> database."""
+    """Create, migrate and fill one database per contender; return contender -> database.
+    The TypeScript peer (among ``contenders``) needs its ``ts_peer`` installation."""
     names = {c: f"{prefix}_{DATABASE_SUFFIX[c]}" for c in contenders}
     for contender, db in names.items():
         create_database(dsn, db)
@@ -108,6 +123,13 @@ def build_databases(
             peer = PeerPg(dsn, db)
             peer.create_schema()
             peer.close()
+        elif contender == TS_PEER:
+            assert ts_peer is not None, "the TypeScript peer needs its installation"
+            ts = TsPeerPg(dsn, db, ts_peer)
+            try:
+                ts.create_schema()
+            finally:
+                ts.close()
         else:
             engine = engine_for(dsn, db, pool_size=1)
             sa_crablet.upgrade(engine)  # the floor's schema is sa_crablet's, indexes included
@@ -115,6 +137,8 @@ def build_databases(
         with connect(dsn, db) as conn:
             if contender == PEER:
                 seconds = fill_peer_schema(conn, fill, courses)
+            elif contender == TS_PEER:
+                seconds = fill_ts_peer_schema(conn, fill, courses)
             else:
                 seconds = fill_crablet_schema(conn, fill, courses)
         meta.setdefault("fill_seconds", {})[db] = round(seconds, 2)
@@ -122,7 +146,12 @@ def build_databases(
     return names
 
 
-def open_stores(dsn: str, names: dict[str, str]) -> Stores:
+def open_stores(
+    dsn: str, names: dict[str, str], ts_peer: Installation | None = None, writers: int = 8
+) -> Stores:
+    ts = None
+    if ts_peer is not None and TS_PEER in names:  # a pool of one connection per S7 writer
+        ts = TsPeerPg(dsn, names[TS_PEER], ts_peer, pool_size=writers)
     return Stores(
         crablet=CrabletPg(dsn, names[CRABLET]),
         engine=EnginePg(dsn, names[ENGINE]),
@@ -133,6 +162,7 @@ def open_stores(dsn: str, names: dict[str, str]) -> Stores:
             name: AsyncCrabletPg(dsn, names[name], driver) for name, driver in ASYNC_DRIVERS.items()
         },
         databases=names,
+        ts_peer=ts,
     )
 
 
@@ -141,12 +171,14 @@ def open_stores(dsn: str, names: dict[str, str]) -> Stores:
 
 def s4_reads(stores: Stores, s: Settings, courses: int = COURSES) -> list[Record]:
     contenders = {**stores.main(), FLOOR_AC: stores.floor_ac}
-    ops: dict[str, Op | AsyncOp] = {}
+    ops: dict[str, AnyOp] = {}
     for name, store in contenders.items():
         src = EventSource(4, courses)
         ops[name] = reader(store, src)
     for name, astore in stores.asyncs.items():
         ops[name] = pg_async.reader(astore, EventSource(4, courses))
+    if stores.ts_peer is not None:
+        ops[TS_PEER] = pg_ts_peer.reader(stores.ts_peer, EventSource(4, courses))
     results = timing.interleaved(ops, rounds=s.rounds, calls=s.read_calls, warmup=s.warmup)
     return [
         record(
@@ -170,12 +202,16 @@ def reader(store: Any, src: EventSource) -> Op:
 
 
 def s5_full_read(stores: Stores, s: Settings, dsn: str) -> list[Record]:
-    ops: dict[str, Op] = {name: store.read_all for name, store in stores.main().items()}
+    ops: dict[str, AnyOp] = {name: store.read_all for name, store in stores.main().items()}
+    if stores.ts_peer is not None:
+        ops[TS_PEER] = pg_ts_peer.full_reader(stores.ts_peer)
     results = timing.interleaved(ops, rounds=s.s5_rounds, calls=1, warmup=1)
     records = []
     for name, sm in results.items():
         extra: dict[str, Any] = {"events_per_read": sm.units / max(1, sm.calls)}
-        if s.memory:
+        if s.memory and stores.ts_peer is not None and name == TS_PEER:
+            extra.update(pg_ts_peer.measure_memory(stores.ts_peer))
+        elif s.memory:
             extra.update(measure_memory(dsn, name, stores.databases[name]))
         records.append(record(G, "S5", "full read", name, "events/s", sm, per="unit", **extra))
     return records
@@ -194,12 +230,14 @@ def measure_memory(dsn: str, contender: str, db: str) -> dict[str, Any]:
 
 def s1_appends(stores: Stores, s: Settings) -> list[Record]:
     contenders = {**stores.main(), FLOOR_AC: stores.floor_ac}
-    ops: dict[str, Op | AsyncOp] = {}
+    ops: dict[str, AnyOp] = {}
     for name, store in contenders.items():
         src = EventSource(1)
         ops[name] = _appender(store, src)
     for name, astore in stores.asyncs.items():
         ops[name] = pg_async.appender(astore, EventSource(1))
+    if stores.ts_peer is not None:
+        ops[TS_PEER] = pg_ts_peer.appender(stores.ts_peer, EventSource(1))
     results = timing.interleaved(ops, rounds=s.rounds, calls=s.calls, warmup=s.warmup)
     title = "append 1 event, no condition"
     return [record(G, "S1", title, n, "appends/s", sm) for n, sm in results.items()]
@@ -214,11 +252,13 @@ def _appender(store: Any, src: EventSource) -> Op:
 
 
 def s2_conditional(stores: Stores, s: Settings) -> list[Record]:
-    ops: dict[str, Op | AsyncOp] = {}
+    ops: dict[str, AnyOp] = {}
     for name, store in stores.main().items():
         ops[name] = conditional_appender(store, EventSource(2))
     for name, astore in stores.asyncs.items():
         ops[name] = pg_async.conditional_appender(astore, EventSource(2))
+    if stores.ts_peer is not None:
+        ops[TS_PEER] = pg_ts_peer.conditional_appender(stores.ts_peer, EventSource(2))
     results = timing.interleaved(ops, rounds=s.rounds, calls=s.calls, warmup=s.warmup)
     title = "append 1 event with condition (type + tag, after = head)"
     return [record(G, "S2", title, n, "appends/s", sm) for n, sm in results.items()]
@@ -243,11 +283,16 @@ def conditional_appender(store: Any, src: EventSource) -> Op:
 
 
 def s2_rejected(stores: Stores, s: Settings) -> list[Record]:
-    lasts = {name: store.last_positions() for name, store in stores.main().items()}
+    every = {**stores.main(), **({TS_PEER: stores.ts_peer} if stores.ts_peer else {})}
+    lasts = {name: store.last_positions() for name, store in every.items()}
     keys = sorted(set.intersection(*(set(v) for v in lasts.values())))
-    ops: dict[str, Op] = {}
+    ops: dict[str, AnyOp] = {}
     for name, store in stores.main().items():
         ops[name] = _rejected_appender(store, EventSource(3), keys, lasts[name])
+    if stores.ts_peer is not None:
+        ops[TS_PEER] = pg_ts_peer.rejected_appender(
+            stores.ts_peer, EventSource(3), keys, lasts[TS_PEER]
+        )
     results = timing.interleaved(ops, rounds=s.rounds, calls=s.calls, warmup=s.warmup)
     title = "the same append, rejected (stale after)"
     return [record(G, "S2'", title, n, "rejections/s", sm) for n, sm in results.items()]
@@ -268,12 +313,14 @@ def _rejected_appender(
 
 
 def s6_decisions(stores: Stores, s: Settings) -> list[Record]:
-    ops: dict[str, Op | AsyncOp] = {}
+    ops: dict[str, AnyOp] = {}
     conflicts: dict[str, int] = {}
     for name, store in stores.main().items():
         ops[name] = _decider(store, EventSource(6), conflicts, name)
     for name, astore in stores.asyncs.items():
         ops[name] = pg_async.decider(astore, EventSource(6), conflicts)
+    if stores.ts_peer is not None:
+        ops[TS_PEER] = pg_ts_peer.decider(stores.ts_peer, EventSource(6), conflicts)
     results = timing.interleaved(ops, rounds=s.rounds, calls=s.decide_calls, warmup=s.warmup)
     title = "decision cycle: read scope, decide, conditional append (1 writer)"
     return [
@@ -297,17 +344,21 @@ Outcome = tuple[Samples, list[str]]
 
 def s7_writers(stores: Stores, s: Settings) -> list[Record]:
     """S7a (distinct tags) and S7b (one tag), ``s.writers`` threads per contender (asyncio
-    tasks in one event loop for the async ones)."""
+    tasks in one event loop for the async ones, async tasks in Node's for the TypeScript
+    peer)."""
     totals: dict[str, dict[str, Samples]] = {"S7a": {}, "S7b": {}}
     errors: dict[str, list[str]] = {}
     violations: dict[str, int] = {}
-    names = [*stores.main(), *stores.asyncs]
+    names = [*stores.main(), *stores.asyncs, *([TS_PEER] if stores.ts_peer else [])]
     for r in range(s.writer_rounds):
         for name in timing.rotated(names, r):
             # S7b: every writer runs decision cycles on the same, fresh tag.
             hot = f"course:hot-{r}"
             store: Any
-            if name in stores.asyncs:
+            if name == TS_PEER:
+                store = stores.ts_peer
+                distinct, decisions = pg_ts_peer.writers(store, s.writers, s.writer_seconds, hot)
+            elif name in stores.asyncs:
                 store = stores.asyncs[name]
                 distinct, decisions = _async_writers(store, s, hot)
             else:
@@ -413,9 +464,11 @@ def _violations(store: Any, tag: str, successes: int) -> int:
 def s3_batches(stores: Stores, s: Settings) -> list[Record]:
     records = []
     for batches, size in ((100, 100), (10, 1000)):
-        ops: dict[str, Op] = {}
+        ops: dict[str, AnyOp] = {}
         for name, store in stores.main().items():
             ops[name] = _batcher(store, EventSource(30 + size), size)
+        if stores.ts_peer is not None:
+            ops[TS_PEER] = pg_ts_peer.batcher(stores.ts_peer, EventSource(30 + size), size)
         results = timing.interleaved(ops, rounds=s.s3_rounds, calls=batches, warmup=1)
         scenario = f"S3 {batches}x{size}"
         title = f"batch append, {batches} batches of {size} events"
@@ -435,11 +488,19 @@ def _batcher(store: Any, src: EventSource, size: int) -> Op:
 # -- the suite ------------------------------------------------------------------------------------
 
 
-def run(dsn: str, s: Settings, meta: dict[str, Any], prefix: str) -> list[Record]:
-    contenders = [*SHAPES, *ASYNC_DRIVERS]
+def run(
+    dsn: str,
+    s: Settings,
+    meta: dict[str, Any],
+    prefix: str,
+    ts_peer: Installation | None = None,
+    scenarios: Collection[str] = SCENARIOS,
+) -> list[Record]:
+    """Every contender through ``scenarios``; the TypeScript peer too with its installation."""
+    contenders = [*SHAPES, *ASYNC_DRIVERS, *([TS_PEER] if ts_peer else [])]
     log(f"PostgreSQL: building {len(contenders)} stores of {s.fill:,} events")
-    names = build_databases(dsn, prefix, s.fill, COURSES, meta, contenders)
-    stores = open_stores(dsn, names)
+    names = build_databases(dsn, prefix, s.fill, COURSES, meta, contenders, ts_peer)
+    stores = open_stores(dsn, names, ts_peer, s.writers)
     records: list[Record] = []
     steps: list[tuple[str, Callable[[], list[Record]]]] = [
         ("S4", lambda: s4_reads(stores, s)),
@@ -453,6 +514,8 @@ def run(dsn: str, s: Settings, meta: dict[str, Any], prefix: str) -> list[Record
     ]
     try:
         for label, step in steps:
+            if label not in scenarios:
+                continue
             started = time.perf_counter()
             records += step()
             log(f"  {label} done in {time.perf_counter() - started:.1f}s")

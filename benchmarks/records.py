@@ -18,6 +18,10 @@ ASYNC_CONTENDERS = (ASYNC_PSYCOPG, ASYNC_ASYNCPG)
 FLOOR = "floor"
 FLOOR_AC = "floor-autocommit"
 PEER = "peer"
+"""The Python peer, ``eventsourcing``'s PostgreSQL DCB recorder."""
+TS_PEER = "TS peer"
+"""The TypeScript peer, ``@dcb-es/event-store-postgres`` on Node (when Node can run it)."""
+PEERS = (PEER, TS_PEER)
 SQLITE_CRABLET = "sa_crablet (SQLite)"
 SQLITE_ENGINE = "sa_crablet engine (SQLite)"
 SQLITE_FLOOR = "sqlite3 floor"
@@ -115,6 +119,7 @@ class Record:
     seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
     ratio_to_peer: float | None = None
+    ratio_to_ts_peer: float | None = None
     ratio_to_floor: float | None = None
     ratio_to_sync: float | None = None  # an async contender's ratio to the sync store
 
@@ -157,14 +162,20 @@ def record(
     )
 
 
-def add_ratios(records: list[Record], peer: str | None = PEER, floor: str = FLOOR) -> None:
-    """Throughput ratios to the peer and to the floor of the same (group, scenario), and an
+def add_ratios(
+    records: list[Record],
+    peer: str | None = PEER,
+    floor: str = FLOOR,
+    ts_peer: str | None = TS_PEER,
+) -> None:
+    """Throughput ratios to each peer and to the floor of the same (group, scenario), and an
     async contender's to the sync store."""
     by_key = {(r.group, r.scenario, r.contender): r for r in records}
     for r in records:
         sync = CRABLET if r.contender in ASYNC_CONTENDERS else None
         for attr, name in (
             ("ratio_to_peer", peer),
+            ("ratio_to_ts_peer", ts_peer),
             ("ratio_to_floor", floor),
             ("ratio_to_sync", sync),
         ):

@@ -17,6 +17,7 @@ from benchmarks.records import (
     SQLITE_CRABLET,
     SQLITE_ENGINE,
     SQLITE_FLOOR,
+    TS_PEER,
     Record,
 )
 
@@ -29,7 +30,7 @@ ASYNC_GOALS = {
     ("ratio_to_peer", "S7a"): 2.0,
 }
 """The async targets as (ratio, scenario) -> the ratio to reach."""
-TS_PEER = {  # the TypeScript peer's figures on this kind of machine (brief, for reference)
+TS_PEER_REFERENCE = {  # the TypeScript peer's figures on this kind of machine (brief)
     "S1": 1046,
     "S2": 846,
     "S2'": 40,
@@ -41,7 +42,20 @@ TS_PEER = {  # the TypeScript peer's figures on this kind of machine (brief, for
     "S7a": 472,
     "S7b": 26,
 }
-
+TS_PEER_BRIEF = {
+    "S1": 0.72,
+    "S2": 1.21,
+    "S2'": 0.05,
+    "S3 100x100": 1.71,
+    "S3 10x1000": 1.74,
+    "S4": 1.32,
+    "S5": 1.67,
+    "S6": 0.9,
+    "S7a": 0.66,
+    "S7b": 0.23,
+}
+"""The TypeScript peer's throughput against the Python peer's, as the brief measured them
+(its own harness, minutes apart): what the TS peer / peer column can be compared with."""
 
 PEER_TARGETS = {
     "S1": 1.3,
@@ -56,6 +70,12 @@ PEER_TARGETS = {
     "S7b": 1.2,
 }
 """The engine-owned store's throughput against the peer's, per scenario."""
+TS_PEER_LIMITS = {
+    "S5's Python memory (tracemalloc)": "it is not Python: its S5 note gives the RSS growth only",
+    "S8": "the scale part runs sa_crablet, the floor and the Python peer only",
+    "SQLite": "its stores are PostgreSQL and in memory; it has none on SQLite",
+}
+"""What the TypeScript peer does not run, and why (said in the report)."""
 FLOOR_TARGETS = {"S1": 0.85, "S2": 0.8}
 """The Session-bound store against the floor with the same transaction shape."""
 SQLITE_TARGET = 0.7
@@ -90,6 +110,23 @@ def _ms(value: float | None) -> str:
 # -- targets --------------------------------------------------------------------------------------
 
 
+def best_peer(records: list[Record], scenario: str, who: str = ENGINE) -> tuple[float, str] | None:
+    """``who``'s throughput against the faster of the two peers in ``scenario``, and which
+    peer that was (None when ``who`` or both peers are missing)."""
+    r = _find(records, "postgresql", scenario, who)
+    peers = [_find(records, "postgresql", scenario, p) for p in (PEER, TS_PEER)]
+    measured = [p for p in peers if p is not None and p.throughput > 0]
+    if r is None or not measured:
+        return None
+    best = max(measured, key=lambda p: p.throughput)
+    return r.throughput / best.throughput, best.contender
+
+
+def _vs_best(records: list[Record], scenario: str, who: str = ENGINE) -> str:
+    found = best_peer(records, scenario, who)
+    return "-" if found is None else f"{_x(found[0])} ({found[1]})"
+
+
 def targets(records: list[Record], mode: str) -> list[dict[str, Any]]:
     """Each target with the measured value and whether it is met: the engine-owned store
     against the peer, the Session-bound store against its floor, memory, S8, SQLite."""
@@ -98,8 +135,18 @@ def targets(records: list[Record], mode: str) -> list[dict[str, Any]]:
     def pg(scenario: str, who: str = ENGINE) -> Record | None:
         return _find(records, "postgresql", scenario, who)
 
-    def add(name: str, target: str, measured: str, met: bool | None) -> None:
-        out.append({"scenario": name, "target": target, "measured": measured, "met": met})
+    def add(
+        name: str, target: str, measured: str, met: bool | None, vs_best: str | None = None
+    ) -> None:
+        out.append(
+            {
+                "scenario": name,
+                "target": target,
+                "measured": measured,
+                "vs_best_peer": vs_best,
+                "met": met,
+            }
+        )
 
     for scenario, need in PEER_TARGETS.items():
         r = pg(scenario)
@@ -109,6 +156,7 @@ def targets(records: list[Record], mode: str) -> list[dict[str, Any]]:
             f">= {need}x the peer",
             _x(value),
             None if value is None else value >= need,
+            _vs_best(records, scenario),
         )
         if scenario == "S7b":
             for who, label in ((ENGINE, "engine-owned"), (CRABLET, "Session-bound")):
@@ -193,6 +241,7 @@ def async_targets(records: list[Record]) -> list[dict[str, Any]]:
                     "scenario": f"S7a {driver}",
                     "target": ">= 2x the peer's threaded figure",
                     "measured": _x(value),
+                    "vs_best_peer": _vs_best(records, "S7a", who),
                     "met": None if value is None else value >= 2.0,
                 }
             )
@@ -224,11 +273,13 @@ def markdown(records: list[Record], meta: dict[str, Any], charts: list[str]) -> 
         "`EventStore` in a `Session` per operation (BEGIN, the operation, COMMIT) and "
         "`EngineEventStore` (each operation its own transaction, one round trip). The floor "
         "is hand-written psycopg 3 with a Session's transaction shape; floor-autocommit its "
-        "one-round-trip form (S1, S4).",
+        "one-round-trip form (S1, S4). The peer is `eventsourcing`'s PostgreSQL DCB recorder; "
+        "the TS peer `@dcb-es/event-store-postgres` on Node (see below).",
         "",
         "| Scenario | unit | Session-bound | engine-owned | floor | floor-autocommit | peer "
-        "| engine / peer | Session / peer | Session / floor | engine / floor-autocommit |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| TS peer | engine / peer | engine / TS peer | Session / peer | Session / floor "
+        "| engine / floor-autocommit |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for scenario in PG_ORDER:
         c = _find(records, "postgresql", scenario, CRABLET)
@@ -236,6 +287,7 @@ def markdown(records: list[Record], meta: dict[str, Any], charts: list[str]) -> 
         f = _find(records, "postgresql", scenario, FLOOR)
         fa = _find(records, "postgresql", scenario, FLOOR_AC)
         p = _find(records, "postgresql", scenario, PEER)
+        ts = _find(records, "postgresql", scenario, TS_PEER)
         if c is None and e is None:
             continue
         unit = (c or e).unit  # type: ignore[union-attr]
@@ -244,22 +296,35 @@ def markdown(records: list[Record], meta: dict[str, Any], charts: list[str]) -> 
             f"| {scenario} | {unit} | {_n(c.throughput if c else None)} "
             f"| {_n(e.throughput if e else None)} | {_n(f.throughput if f else None)} "
             f"| {_n(fa.throughput if fa else None)} | {_n(p.throughput if p else None)} "
-            f"| {_x(e.ratio_to_peer if e else None)} | {_x(c.ratio_to_peer if c else None)} "
+            f"| {_n(ts.throughput if ts else None)} "
+            f"| {_x(e.ratio_to_peer if e else None)} | {_x(e.ratio_to_ts_peer if e else None)} "
+            f"| {_x(c.ratio_to_peer if c else None)} "
             f"| {_x(c.ratio_to_floor if c else None)} | {_x(engine_to_ac)} |"
         )
     for chart in charts:
         lines += ["", f"![{chart}]({chart})"]
+    lines += _ts_peer_lines(records, meta)
     lines += _async_lines(records)
-    lines += ["", "## Targets", "", "| Scenario | Target | Measured | Met |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "## Targets",
+        "",
+        "The targets are set against the peer (`eventsourcing`); *vs best peer* is the same "
+        "contender against the faster of the two peers in that scenario.",
+        "",
+        "| Scenario | Target | Measured | vs best peer | Met |",
+        "|---|---|---|---|---|",
+    ]
     for t in targets(records, meta["mode"]):
         met = {True: "yes", False: "**no**", None: "-"}[t["met"]]
-        lines.append(f"| {t['scenario']} | {t['target']} | {t['measured']} | {met} |")
+        best = t.get("vs_best_peer") or "-"
+        lines.append(f"| {t['scenario']} | {t['target']} | {t['measured']} | {best} | {met} |")
     lines += ["", "## PostgreSQL: every contender", ""]
     lines += _detail_table(
         records,
         "postgresql",
         PG_ORDER,
-        [CRABLET, ENGINE, *ASYNC_CONTENDERS, FLOOR, FLOOR_AC, PEER],
+        [CRABLET, ENGINE, *ASYNC_CONTENDERS, FLOOR, FLOOR_AC, PEER, TS_PEER],
     )
     scale = [r for r in records if r.group == "scale"]
     if scale:
@@ -281,6 +346,43 @@ def markdown(records: list[Record], meta: dict[str, Any], charts: list[str]) -> 
         )
     lines.append("")
     return "\n".join(lines)
+
+
+def _ts_peer_lines(records: list[Record], meta: dict[str, Any]) -> list[str]:
+    """Whether the TypeScript peer ran, on what, what it does not run, and its ratio to the
+    Python peer beside the brief's reference figure."""
+    info = meta.get("ts_peer")
+    if not info:
+        return []
+    lines = ["", "## The TypeScript peer", ""]
+    if info.get("status") == "skipped":
+        return [*lines, f"`{info['package']}` was **skipped** in this run: {info['reason']}."]
+    lines += [
+        f"`{info['package']}` (with `{info['sibling']}`, `pg` {info['pg']}) on Node "
+        f"{info['node']}, installed from the npm registry into `{info['directory']}`; "
+        "`PostgresEventStore` with its defaults, driven through `append`, `read` and "
+        "`buildDecisionModel` by `benchmarks/ts_peer/driver.mjs` in a Node process of its own, "
+        "on its own database. The suite sends each block of calls (the same events as the "
+        "other contenders') and the driver times each call; S7's writers are async tasks in "
+        "one Node event loop over a pool of one connection per writer.",
+        "",
+        "Every scenario S1-S7 is expressed through its API. Not measured for it: "
+        + "; ".join(f"{k} ({v})" for k, v in TS_PEER_LIMITS.items())
+        + ".",
+        "",
+        "| Scenario | unit | TS peer | peer | TS peer / peer | the brief's TS peer / peer |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for scenario in PG_ORDER:
+        t = _find(records, "postgresql", scenario, TS_PEER)
+        p = _find(records, "postgresql", scenario, PEER)
+        if t is None:
+            continue
+        lines.append(
+            f"| {scenario} | {t.unit} | {_n(t.throughput)} | {_n(p.throughput if p else None)} "
+            f"| {_x(t.ratio_to_peer)} | {_x(TS_PEER_BRIEF.get(scenario))} |"
+        )
+    return lines
 
 
 def _async_lines(records: list[Record]) -> list[str]:
@@ -345,6 +447,9 @@ def _meta_lines(meta: dict[str, Any]) -> list[str]:
         f"with {meta['settings']['writers']} threads, or asyncio tasks for the async "
         "contenders).",
     ]
+    if meta.get("scenarios"):
+        chosen = ", ".join(meta["scenarios"])
+        lines.append(f"- Scenarios: {chosen} only (`--scenarios`).")
     return lines
 
 
@@ -352,9 +457,9 @@ def _detail_table(
     records: list[Record], group: str, order: list[str], contenders: list[str]
 ) -> list[str]:
     lines = [
-        "| Scenario | Contender | Throughput | Unit | p50 ms | p99 ms | x peer | x floor "
-        "| x sync | Notes |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|---|",
+        "| Scenario | Contender | Throughput | Unit | p50 ms | p99 ms | x peer | x TS peer "
+        "| x floor | x sync | Notes |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for scenario in order:
         for who in contenders:
@@ -363,8 +468,8 @@ def _detail_table(
                 continue
             lines.append(
                 f"| {scenario} | {who} | {_n(r.throughput)} | {r.unit} | {_ms(r.p50_ms)} "
-                f"| {_ms(r.p99_ms)} | {_x(r.ratio_to_peer)} | {_x(r.ratio_to_floor)} "
-                f"| {_x(r.ratio_to_sync)} | {_notes(r)} |"
+                f"| {_ms(r.p99_ms)} | {_x(r.ratio_to_peer)} | {_x(r.ratio_to_ts_peer)} "
+                f"| {_x(r.ratio_to_floor)} | {_x(r.ratio_to_sync)} | {_notes(r)} |"
             )
     return lines
 
@@ -443,42 +548,67 @@ def charts(records: list[Record], directory: Path, stem: str) -> list[str]:
         (s, _find(records, "postgresql", s, CRABLET), _find(records, "postgresql", s, ENGINE))
         for s in PG_ORDER
     ]
-    if any(c or e for _s, c, e in rows):
-        fig, ax = plt.subplots(figsize=(9, 6))
+    rows = [(s, c, e) for s, c, e in rows if c or e]  # the scenarios this run measured
+    if rows:
+        fig, ax = plt.subplots(figsize=(9, 6.5))
         labels = [s for s, _c, _e in rows]
         y = list(range(len(rows)))
-        engine = [(e.ratio_to_peer or 0) if e else 0 for _s, _c, e in rows]
-        session = [(c.ratio_to_peer or 0) if c else 0 for _s, c, _e in rows]
-        to_floor = [(c.ratio_to_floor or 0) if c else 0 for _s, c, _e in rows]
-        h = 0.27
-        ax.barh([i - h for i in y], engine, h, label="engine-owned / peer", color="#1f77b4")
-        ax.barh(y, session, h, label="Session-bound / peer", color="#9ecae1")
-        ax.barh([i + h for i in y], to_floor, h, label="Session-bound / floor", color="#ff7f0e")
+        bars: list[tuple[str, str, list[float | None], dict[str, float]]] = [
+            (
+                "engine-owned / peer",
+                "#1f77b4",
+                [e.ratio_to_peer if e else None for _s, _c, e in rows],
+                PEER_TARGETS,
+            ),
+            (
+                "engine-owned / TS peer",
+                "#2ca02c",
+                [e.ratio_to_ts_peer if e else None for _s, _c, e in rows],
+                {},
+            ),
+            (
+                "Session-bound / peer",
+                "#9ecae1",
+                [c.ratio_to_peer if c else None for _s, c, _e in rows],
+                {},
+            ),
+            (
+                "Session-bound / floor",
+                "#ff7f0e",
+                [c.ratio_to_floor if c else None for _s, c, _e in rows],
+                FLOOR_TARGETS,
+            ),
+        ]
+        bars = [b for b in bars if any(v is not None for v in b[2])]  # no TS peer: no bar
+        h = 0.8 / len(bars)
+        for j, (label, color, values, goals) in enumerate(bars):
+            offset = (j - (len(bars) - 1) / 2) * h
+            ax.barh([i + offset for i in y], [v or 0 for v in values], h, label=label, color=color)
+            for i, (scenario, _c, _e) in enumerate(rows):
+                goal = goals.get(scenario)
+                if goal is not None:
+                    ax.plot(
+                        [goal, goal],
+                        [i + offset - h / 2, i + offset + h / 2],
+                        color="red",
+                        linewidth=2,
+                    )
         ax.axvline(1.0, color="black", linewidth=0.8)
-        for i, (scenario, _c, _e) in enumerate(rows):
-            goal = PEER_TARGETS.get(scenario)
-            if goal is not None:
-                ax.plot([goal, goal], [i - 1.5 * h, i - 0.5 * h], color="red", linewidth=2)
-            floor_goal = FLOOR_TARGETS.get(scenario)
-            if floor_goal is not None:
-                ax.plot(
-                    [floor_goal, floor_goal], [i + 0.5 * h, i + 1.5 * h], color="red", linewidth=2
-                )
         ax.plot([], [], color="red", linewidth=2, label="target")
         ax.set_yticks(y, labels)
         ax.invert_yaxis()
         ax.set_xscale("log")
         ax.set_xlabel("throughput ratio (log scale; > 1: sa_crablet is faster)")
-        ax.set_title("sa_crablet's two store shapes against the peer and the floor")
+        ax.set_title("sa_crablet's two store shapes against the peers and the floor")
         ax.legend(loc="lower right")
         fig.tight_layout()
         name = f"{stem}_ratios.png"
         fig.savefig(directory / name, dpi=110)
         plt.close(fig)
         made.append(name)
-    name = _async_chart(plt, records, directory, stem)
-    if name is not None:
-        made.append(name)
+    async_chart = _async_chart(plt, records, directory, stem)
+    if async_chart is not None:
+        made.append(async_chart)
     scale = [r for r in records if r.group == "scale" and r.scenario.startswith("S8")]
     if scale:
         fig, axes = plt.subplots(1, 2, figsize=(9, 4))
@@ -548,7 +678,7 @@ def write(
         "meta": meta,
         "targets": targets(records, meta["mode"]),
         "results": [r.as_dict() for r in records],
-        "typescript_peer_reference": TS_PEER,
+        "typescript_peer_reference": TS_PEER_REFERENCE,
     }
     json_path = directory / f"{stem}.json"
     json_path.write_text(json.dumps(payload, indent=2, default=str) + "\n")

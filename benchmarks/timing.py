@@ -52,6 +52,18 @@ class AsyncOp:
     call: AsyncCall
 
 
+@dataclass(frozen=True)
+class BlockOp:
+    """A contender that runs in another process: ``run(calls)`` has it perform a block of
+    ``calls`` calls there, each timed there, and returns their samples (so a figure never
+    includes the trip to that process, only the calls)."""
+
+    run: Callable[[int], Samples]
+
+
+AnyOp = Op | AsyncOp | BlockOp
+
+
 @dataclass
 class Samples:
     latencies_ns: list[int] = field(default_factory=list)
@@ -85,7 +97,9 @@ class Samples:
         return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))] / 1e6
 
 
-def timed(op: Op | AsyncOp, calls: int) -> Samples:
+def timed(op: AnyOp, calls: int) -> Samples:
+    if isinstance(op, BlockOp):
+        return op.run(calls)
     if isinstance(op, AsyncOp):
         gc.collect()
         return op.loop.run(_timed_async(op.call, calls))
@@ -128,7 +142,7 @@ def rotated(names: Sequence[str], shift: int) -> list[str]:
 
 
 def interleaved(
-    ops: Mapping[str, Op | AsyncOp],
+    ops: Mapping[str, AnyOp],
     *,
     rounds: int,
     calls: int,
@@ -137,6 +151,10 @@ def interleaved(
 ) -> dict[str, Samples]:
     """Warm every contender up, then ``rounds`` rounds of ``calls`` calls each, interleaved."""
     for op in ops.values():
+        if isinstance(op, BlockOp):
+            if warmup:
+                op.run(warmup)
+            continue
         if isinstance(op, AsyncOp):
             op.loop.run(_timed_async(op.call, warmup))
             continue

@@ -30,6 +30,8 @@ EVENTS_TABLE = "sa_crablet_events"
 PEER_PREFIX = "dcb_events"
 PEER_MAIN = f"{PEER_PREFIX}_tt_main"
 PEER_TAGS = f"{PEER_PREFIX}_tt_tag"
+TS_PEER_TABLE = "events"
+"""The TypeScript peer's table (``PostgresEventStore`` without a ``tablePrefix``)."""
 FILL_CHUNK = 200_000
 
 
@@ -123,19 +125,57 @@ def _rows(lo: int, hi: int, courses: int) -> str:
     )
 
 
-def fill_crablet_schema(conn: psycopg.Connection[Any], count: int, courses: int) -> float:
-    """Fill sa_crablet's events table (used by sa_crablet and the floor); return seconds."""
+def _fill(
+    conn: psycopg.Connection[Any],
+    count: int,
+    courses: int,
+    table: str,
+    insert: Callable[[str], str],
+) -> float:
+    """Insert ``count`` rows in chunks through ``insert(rows)`` (the statement that copies
+    the rows query into ``table``), then vacuum ``table``; return the seconds the inserts took."""
     started = time.perf_counter()
     for lo in range(1, count + 1, FILL_CHUNK):
         rows = _rows(lo, min(count, lo + FILL_CHUNK - 1), courses)
         with conn.transaction():
-            conn.execute(
-                f"INSERT INTO {EVENTS_TABLE} (type, tags, data) "
-                f"SELECT type, ARRAY[tag], data::json FROM ({rows}) AS r ORDER BY n"
-            )
+            conn.execute(insert(rows))
     elapsed = time.perf_counter() - started
-    conn.execute(f"VACUUM (ANALYZE) {EVENTS_TABLE}")
+    conn.execute(f"VACUUM (ANALYZE) {table}")
     return elapsed
+
+
+def fill_crablet_schema(conn: psycopg.Connection[Any], count: int, courses: int) -> float:
+    """Fill sa_crablet's events table (used by sa_crablet and the floor); return seconds."""
+    return _fill(
+        conn,
+        count,
+        courses,
+        EVENTS_TABLE,
+        lambda rows: (
+            f"INSERT INTO {EVENTS_TABLE} (type, tags, data) "
+            f"SELECT type, ARRAY[tag], data::json FROM ({rows}) AS r ORDER BY n"
+        ),
+    )
+
+
+def fill_ts_peer_schema(conn: psycopg.Connection[Any], count: int, courses: int) -> float:
+    """Fill the TypeScript peer's table (after its ``ensureInstalled()``); return seconds.
+
+    Its ``payload`` column holds the text the peer writes itself, ``{"data": ...,
+    "metadata": ...}``; positions come from its ``BIGSERIAL``, whose sequence its read
+    barrier and conditions consult.
+    """
+    return _fill(
+        conn,
+        count,
+        courses,
+        TS_PEER_TABLE,
+        lambda rows: (
+            f"INSERT INTO {TS_PEER_TABLE} (type, tags, payload) "
+            """SELECT type, ARRAY[tag], '{"data":' || data || ',"metadata":{}}' """
+            f"FROM ({rows}) AS r ORDER BY n"
+        ),
+    )
 
 
 def fill_peer_schema(conn: psycopg.Connection[Any], count: int, courses: int) -> float:
@@ -192,7 +232,7 @@ def dsn_params(dsn: str) -> dict[str, Any]:
     info = psycopg.conninfo.conninfo_to_dict(dsn)
     return {
         "host": str(info.get("host", "127.0.0.1")),
-        "port": int(info.get("port", 5432)),
+        "port": int(str(info.get("port", 5432))),
         "user": str(info.get("user", "postgres")),
         "password": str(info.get("password", "")),
     }
