@@ -6,11 +6,7 @@ not loaded OpenTelemetry."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
-import textwrap
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,12 +33,12 @@ from sa_crablet import (
     RetryPolicy,
 )
 from sa_crablet.projectors import counter
+from tests.helpers import run_python
 from tests.hosts import async_url
 from tests.telemetry import named, render, spans, totals, tracer
 
 __all__ = ["spans"]  # the fixture, used by name
 
-ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT = Query.of(tags=["account:a"])
 
 
@@ -297,17 +293,6 @@ def test_an_async_command_execution_nests_its_store_spans(
         "    sa_crablet.append",
         "  sa_crablet.read",
     ]
-
-
-def run_python(code: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 APPEND_ON_SQLITE = """
