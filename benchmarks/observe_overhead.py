@@ -9,7 +9,9 @@ Each ``--build`` names a directory holding an ``sa_crablet`` package. ``--mode``
 no-op tracer and meter), ``sdk`` (the SDK's TracerProvider, spans exported to memory, and
 MeterProvider with an in-memory reader), ``debug`` (the ``sa_crablet`` loggers at DEBUG, to
 a handler that drops the records). Prints the median CPU
-time per append (``time.process_time``: this process only, not the server's).
+time per append (``time.process_time``: this process only, not the server's), and, measured
+within each process, the difference between the append as the store runs it and its own
+function without the observing wrapper (blocks alternated: the wrapper's cost alone).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 DATABASE = "sa_crablet_observe_bench"
 MODES = ("absent", "api", "sdk", "debug")
+# A checkout before the change has no wrapper: its "observed minus bare" is the noise.
 
 CHILD = r"""
 import json, logging, sys, time
@@ -58,7 +61,36 @@ for _ in range(count):
     if mode == "sdk" and len(exporter.get_finished_spans()) > 1000:
         exporter.clear()
 cpu = time.process_time() - start
-print(json.dumps({"file": sa_crablet.__file__, "us": cpu / count * 1e6}))
+# The same loop, alternating blocks observed and not (the operation's own function, which
+# the observing wrapper calls), in this one process: the wrapper's cost alone.
+bare = getattr(EngineEventStore.append, "__wrapped__", EngineEventStore.append)
+blocks = {"observed": [], "bare": []}
+for _ in range(10):
+    for name, append in (("observed", EngineEventStore.append), ("bare", bare)):
+        block = time.process_time()
+        for _ in range(count // 20):
+            append(EngineEventStore(engine), event)
+        blocks[name].append((time.process_time() - block) / (count // 20) * 1e6)
+# The wrapper alone, around a function that does nothing (timeit's best of five): what the
+# loop above cannot resolve on a busy machine.
+import timeit
+wrapper = 0.0
+try:
+    from sa_crablet._observe.operations import appending
+except ImportError:  # a checkout without it
+    pass
+else:
+    class Store:
+        config = sa_crablet.EventStoreConfig()
+    def nothing(store, events, condition=None, *, command=None):
+        return 1
+    observed, store = appending(nothing), Store()
+    def best(fn):
+        return min(timeit.repeat(lambda: fn(store, event), number=100_000, repeat=5)) * 10
+    wrapper = best(observed) - best(nothing)
+print(json.dumps({
+    "file": sa_crablet.__file__, "us": cpu / count * 1e6, "blocks": blocks, "wrapper_us": wrapper
+}))
 """
 
 
@@ -73,13 +105,22 @@ def main() -> None:
     builds = dict(build.split("=", 1) for build in args.build)
     url = prepare(args.url, next(iter(builds.values())))
     results: dict[str, list[float]] = {name: [] for name in builds}
+    paired: dict[str, list[float]] = {name: [] for name in builds}
+    wrapper: dict[str, list[float]] = {name: [] for name in builds}
     for _ in range(args.rounds):
         for name, path in builds.items():
-            results[name].append(run(path, args.mode, url, args.count))
+            us, blocks, alone = run(path, args.mode, url, args.count)
+            wrapper[name].append(alone)
+            results[name].append(us)
+            paired[name].extend(
+                o - b for o, b in zip(blocks["observed"], blocks["bare"], strict=True)
+            )
     for name, times in results.items():
         print(
             f"{name:>10} ({args.mode}): median {statistics.median(times):7.2f} us CPU/append, "
-            f"runs {', '.join(f'{t:.1f}' for t in times)}"
+            f"runs {', '.join(f'{t:.1f}' for t in times)}; in-process, observed minus bare "
+            f"(blocks side by side): median {statistics.median(paired[name]):+.2f} us; "
+            f"the wrapper alone: {statistics.median(wrapper[name]):.3f} us"
         )
 
 
@@ -106,7 +147,7 @@ def prepare(server_url: str, build: str) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-def run(build: str, mode: str, url: str, count: int) -> float:
+def run(build: str, mode: str, url: str, count: int) -> tuple[float, dict[str, list[float]], float]:
     done = subprocess.run(
         [sys.executable, "-c", CHILD, mode, url, str(count)],
         cwd=build,
@@ -117,7 +158,7 @@ def run(build: str, mode: str, url: str, count: int) -> float:
     )
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert str(Path(result["file"]).resolve()).startswith(str(Path(build).resolve())), result
-    return float(result["us"])
+    return float(result["us"]), result["blocks"], float(result["wrapper_us"])
 
 
 if __name__ == "__main__":

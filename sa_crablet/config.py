@@ -57,11 +57,15 @@ class EventStoreConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValidationError(name, value, "must be a positive int")
-        for name in ("direct_execution", "log_payloads"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValidationError(name, getattr(self, name), "must be a bool")
-        if self.slow_operation_threshold is not None:
-            check_seconds("slow_operation_threshold", self.slow_operation_threshold, positive=True)
+        if not isinstance(self.direct_execution, bool):
+            raise ValidationError("direct_execution", self.direct_execution, "must be a bool")
+        if not isinstance(self.log_payloads, bool):
+            raise ValidationError("log_payloads", self.log_payloads, "must be a bool")
+        slow = self.slow_operation_threshold
+        # A store made per request makes its default configuration too: a plain float in
+        # range is let through without the general check.
+        if slow is not None and not (type(slow) is float and 0.0 < slow < math.inf):
+            check_seconds("slow_operation_threshold", slow, positive=True)
         for name in ("lock_timeout", "statement_timeout"):
             value = getattr(self, name)
             if value is None:
