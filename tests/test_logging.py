@@ -82,7 +82,9 @@ def test_a_conflict_is_an_info_record_with_its_facts(
             [Event("Opened", ["account:a"]), Event("Noted")], AppendCondition(ACCOUNT, after=0)
         )
     (conflict,) = of(records, "sa_crablet.store", logging.INFO)
-    assert conflict.getMessage().startswith("append conflicted: append condition failed")
+    assert conflict.getMessage() == (
+        "append conflicted: a matching event was appended after the condition's head"
+    )
     assert has(
         conflict,
         operation="append",
@@ -190,7 +192,7 @@ def test_a_timeout_is_a_warning(engine: Engine, records: list[logging.LogRecord]
         holder.rollback()
         holder.close()
     (timeout,) = of(records, "sa_crablet.store", logging.WARNING)
-    assert timeout.getMessage().startswith("append timed out: ")
+    assert timeout.getMessage() == "append timed out: lock_timeout expired"
     assert has(timeout, operation="append", setting="lock_timeout", error="OperationTimeoutError")
 
 
@@ -204,7 +206,9 @@ def test_fail_fast_refusals_are_warnings(
         store.project([counter("n", ACCOUNT)])
     stream.close()
     (refused,) = of(records, "sa_crablet.store", logging.WARNING)
-    assert refused.getMessage().startswith("project refused: too many concurrent projections")
+    assert refused.getMessage() == (
+        "project refused: max_concurrent_projections=1 operations are running already"
+    )
     assert has(refused, operation="project", limit=1)
 
     # An append that holds its slot (stopped in its first statement) refuses the next one.
@@ -297,6 +301,7 @@ def test_payloads_are_never_logged(engine: Engine, records: list[logging.LogReco
     exercise(engine, EngineEventStore(engine))
     assert {r.levelno for r in records} >= {logging.DEBUG, logging.INFO}
     assert SECRET not in everything_said(records)
+    assert "account:a" not in everything_said(records)  # nor tags
 
 
 def test_payloads_are_logged_when_asked(engine: Engine, records: list[logging.LogRecord]) -> None:

@@ -155,19 +155,27 @@ def failed(spec: Spec, facts: Facts, error: BaseException) -> None:
     # Logged once, by the innermost operation that saw it (a read inside a projection, an
     # observed read and the result around it, say).
     setattr(error, _REPORTED, True)
-    # Our own messages only, which quote no payload (a driver's error, chained to ours, may
-    # quote the statement's parameters: it is never logged).
-    if isinstance(error, ConcurrencyError):
-        level, message = INFO, "%s conflicted: %s"  # a normal outcome: the caller retries
+    # Messages of our own, from the error's data: an error's text may quote its condition's
+    # tags (personal data, as payloads can be), and a driver's error, chained to ours, the
+    # statement's parameters.
+    if isinstance(error, ConcurrencyError):  # a normal outcome: the caller decides again
+        level, message = INFO, "%s conflicted: %s"
+        what = (
+            "a matching event was appended after the condition's head"
+            if error.transaction_usable
+            else "the database aborted the transaction to keep concurrent writers consistent"
+        )
     elif isinstance(error, OperationTimeoutError):
         facts["setting"] = error.setting
-        level, message = WARNING, "%s timed out: %s"
+        level, message, what = WARNING, "%s timed out: %s", f"{error.setting} expired"
     elif isinstance(error, REFUSALS):
+        facts["setting"] = error.setting
         facts["limit"] = error.limit
         level, message = WARNING, "%s refused: %s"
+        what = f"{error.setting}={error.limit} operations are running already"
     else:
         return  # the caller has the error; it says all there is
-    emit(spec.logger, level, message, (spec.name, str(error)), facts)
+    emit(spec.logger, level, message, (spec.name, what), facts)
 
 
 def _measure(
