@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from sa_crablet._awaiting import await_
+from sa_crablet._observe import commands as observe
 from sa_crablet.async_store import AsyncEventStore
 from sa_crablet.commands import Command, CommandResult
 from sa_crablet.config import EventStoreConfig
@@ -63,6 +64,7 @@ class AsyncCommandExecutor:
 
         return decorate
 
+    @observe.executing_async
     async def execute(self, command: Command, handler: AsyncHandler | None = None) -> CommandResult:
         """Run ``handler`` for ``command`` and append what it decides, atomically with the
         command's record. A command id executed before returns its first outcome."""
@@ -87,8 +89,11 @@ class AsyncCommandExecutor:
                 retry += 1
                 if retry >= self.retry.attempts:
                     error.attempts = retry
+                    observe.gave_up(command, retry)
                     raise
-                await asyncio.sleep(self.retry.delay(retry - 1))
+                delay = self.retry.delay(retry - 1)
+                observe.retrying(command, retry, delay, error)
+                await asyncio.sleep(delay)
 
     async def _execute_in(
         self,

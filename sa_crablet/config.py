@@ -29,6 +29,12 @@ class EventStoreConfig:
     the engine echoes SQL or has ``before_cursor_execute`` / ``after_cursor_execute`` /
     ``handle_error`` listeners, so tracing and logging see every statement; ``False`` always
     uses Core.
+    ``slow_operation_threshold``: seconds; an append, check, projection or command
+    execution that takes longer is logged as a WARNING (``sa_crablet.store``,
+    ``sa_crablet.executor``). ``None`` logs none. Finite and above 0.
+    ``log_payloads``: let the store's log records carry event and command data (and
+    metadata). Off by default: payloads may hold personal data, and log records travel far.
+    Spans and metrics never carry them.
     """
 
     max_batch_size: int = 1000
@@ -38,6 +44,8 @@ class EventStoreConfig:
     max_concurrent_projections: int = 100
     max_concurrent_appends: int = 100
     direct_execution: bool = True
+    slow_operation_threshold: float | None = 1.0
+    log_payloads: bool = False
 
     def __post_init__(self) -> None:
         for name in (
@@ -51,6 +59,13 @@ class EventStoreConfig:
                 raise ValidationError(name, value, "must be a positive int")
         if not isinstance(self.direct_execution, bool):
             raise ValidationError("direct_execution", self.direct_execution, "must be a bool")
+        if not isinstance(self.log_payloads, bool):
+            raise ValidationError("log_payloads", self.log_payloads, "must be a bool")
+        slow = self.slow_operation_threshold
+        # A store made per request makes its default configuration too: a plain float in
+        # range is let through without the general check.
+        if slow is not None and not (type(slow) is float and 0.0 < slow < math.inf):
+            check_seconds("slow_operation_threshold", slow, positive=True)
         for name in ("lock_timeout", "statement_timeout"):
             value = getattr(self, name)
             if value is None:

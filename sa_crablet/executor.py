@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from sa_crablet._errors import translated
+from sa_crablet._observe import commands as observe
 from sa_crablet._runners.base import Runner
 from sa_crablet._runners.choose import runner_for
 from sa_crablet._validation import check_seconds
@@ -143,6 +144,7 @@ class CommandExecutor:
 
     # -- execution -----------------------------------------------------------------------------
 
+    @observe.executing
     def execute(self, command: Command, handler: Handler | None = None) -> CommandResult:
         """Run ``handler`` for ``command`` and append what it decides, atomically with the
         command's record. A command id executed before returns its first outcome."""
@@ -157,8 +159,11 @@ class CommandExecutor:
                 retry += 1
                 if retry >= self.retry.attempts:
                     error.attempts = retry
+                    observe.gave_up(command, retry)
                     raise
-                time.sleep(self.retry.delay(retry - 1))
+                delay = self.retry.delay(retry - 1)
+                observe.retrying(command, retry, delay, error)
+                time.sleep(delay)
 
     def _attempt(self, command: Command, handler: Handler, attempts: int) -> CommandResult:
         """One managed execution, in a transaction of its own."""

@@ -163,7 +163,10 @@ def run_env(context: Any) -> None:
     repository's ``alembic/`` directory)."""
     from sqlalchemy import create_engine, make_url, pool
 
+    from sa_crablet._observe.migrations import MigrationRun
+
     config = context.config
+    run = MigrationRun()  # logs the run (sa_crablet.migrations)
 
     def options(dialect_name: str) -> dict[str, Any]:
         return {
@@ -171,12 +174,13 @@ def run_env(context: Any) -> None:
             "version_table": VERSION_TABLE,
             "include_object": autogenerate_filter(dialect_name),
             "compare_type": True,
+            "on_version_apply": run.applied,
         }
 
     connection = config.attributes.get("connection")
     if connection is not None:
         context.configure(connection=connection, **options(connection.dialect.name))
-        with context.begin_transaction():
+        with context.begin_transaction(), run.observed(context):
             context.run_migrations()
         return
     url = url_from_environment() or config.get_main_option("sqlalchemy.url")
@@ -188,13 +192,13 @@ def run_env(context: Any) -> None:
     if context.is_offline_mode():
         backend = make_url(url).get_backend_name()
         context.configure(url=url, literal_binds=True, **options(backend))
-        with context.begin_transaction():
+        with context.begin_transaction(), run.observed(context):
             context.run_migrations()
         return
     engine = create_engine(url, poolclass=pool.NullPool)
     with engine.connect() as connection:
         context.configure(connection=connection, **options(connection.dialect.name))
-        with context.begin_transaction():
+        with context.begin_transaction(), run.observed(context):
             context.run_migrations()
     engine.dispose()
 

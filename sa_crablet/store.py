@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, scoped_session
 
 from sa_crablet._ledger import LEDGER
 from sa_crablet._limits import limiter
+from sa_crablet._observe import operations as observe
 from sa_crablet._plans import commands as command_plans
 from sa_crablet._plans.appends import (
     Appended,
@@ -69,6 +70,7 @@ class _Store:
 
     # -- appends ---------------------------------------------------------------------------------
 
+    @observe.appending
     def append(
         self,
         events: Iterable[Event] | Event,
@@ -156,6 +158,7 @@ class _Store:
             if not recorded:
                 raise DuplicateCommandError(command.id)
 
+    @observe.checking
     def check(self, condition: AppendCondition) -> None:
         """Raise :class:`ConcurrencyError` if an event matching the condition exists after
         its head, exactly as an append with this condition would, without appending.
@@ -242,6 +245,7 @@ class _Store:
             raise ValidationError("backwards", backwards, "must be a bool")
         return ReadResult(self._stream(query, head, backwards, limit))
 
+    @observe.reading
     def _stream(
         self, query: Query, head: Head | None, backwards: bool, limit: int | None
     ) -> Iterator[SequencedEvent | Head]:
@@ -265,6 +269,7 @@ class _Store:
 
     # -- decision models -------------------------------------------------------------------------
 
+    @observe.projecting
     def project(
         self,
         projectors: Iterable[StateProjector[Any]],
@@ -284,6 +289,7 @@ class _Store:
                 return progress.model
         raise AssertionError("unreachable: a projection always ends with its model")
 
+    @observe.streaming
     def project_stream(
         self,
         projectors: Iterable[StateProjector[Any]],

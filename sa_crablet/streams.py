@@ -6,8 +6,9 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from sa_crablet._limits import Limiter
+from sa_crablet._observe import operations as observe
 from sa_crablet.events import SequencedEvent
-from sa_crablet.exceptions import ReadNotFinishedError
+from sa_crablet.exceptions import CrabletError, ReadNotFinishedError
 from sa_crablet.projection import (
     DecisionModel,
     Fold,
@@ -17,6 +18,7 @@ from sa_crablet.projection import (
 from sa_crablet.query import AppendCondition, Head, Query
 
 
+@observe.batches
 def project_events(
     projectors: list[StateProjector[Any]],
     query: Query,
@@ -85,7 +87,11 @@ class ReadResult(Iterator[SequencedEvent]):
     def __next__(self) -> SequencedEvent:
         if self._head is not None:
             raise StopIteration
-        item = next(self._stream)
+        try:
+            item = next(self._stream)
+        except CrabletError as error:  # free until raised: a timeout is logged
+            observe.read_failed(error)
+            raise
         if isinstance(item, Head):
             self._head = item
             raise StopIteration
