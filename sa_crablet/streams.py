@@ -94,6 +94,9 @@ class ReadResult(Iterator[SequencedEvent]):
             raise
         if isinstance(item, Head):
             self._head = item
+            # Let the read finish now, not when this result is collected: it gives back
+            # what it holds (an engine-owned store's pooled connection, say).
+            next(self._stream, None)
             raise StopIteration
         return item
 

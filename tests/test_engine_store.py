@@ -16,6 +16,7 @@ from sa_crablet import (
     EngineEventStore,
     Event,
     EventStore,
+    EventStoreConfig,
     Query,
     UnsupportedSetupError,
     ValidationError,
@@ -49,6 +50,26 @@ def test_the_connection_goes_back_to_the_pool_transactional(engine: Engine) -> N
             EventStore(session).append(Event("B", ["t:1"]))
             session.rollback()
         assert count_events(engine) == 1
+    finally:
+        one.dispose()
+
+
+@pytest.mark.parametrize("events", [3, 25], ids=["first-page", "through-a-cursor"])
+def test_a_read_gives_its_connection_back_once_its_head_is_known(
+    engine: Engine, events: int
+) -> None:
+    """A read borrows a connection until it ends: once its head is known, not once its
+    result is collected. With a pool of one, the next operation would otherwise wait for
+    a connection the finished read still held."""
+    one = create_engine(engine.url, pool_size=1, max_overflow=0, pool_timeout=2)
+    try:
+        store = EngineEventStore(one, EventStoreConfig(fetch_size=10))
+        store.append([Event("A", ["t:1"]) for _ in range(events)])
+        result = store.read(Query.of(tags=["t:1"]))
+        assert len(list(result)) == events
+        assert one.pool.checkedout() == 0  # type: ignore[attr-defined]
+        store.append(Event("A", ["t:1"]), AppendCondition(Query.of(tags=["t:1"]), result.head))
+        assert count_events(engine) == events + 1
     finally:
         one.dispose()
 
