@@ -16,6 +16,7 @@ from sa_crablet import (
     EngineEventStore,
     Event,
     EventStore,
+    EventStoreConfig,
     Query,
     UnsupportedSetupError,
     ValidationError,
@@ -49,6 +50,23 @@ def test_the_connection_goes_back_to_the_pool_transactional(engine: Engine) -> N
             EventStore(session).append(Event("B", ["t:1"]))
             session.rollback()
         assert count_events(engine) == 1
+    finally:
+        one.dispose()
+
+
+def test_a_finished_read_gives_its_connection_back_at_once(engine: Engine) -> None:
+    """A read holds its connection until its head is reached, not until the result is
+    dropped: a caller keeping the result for its ``.head`` does not hold a pooled
+    connection (a pool of one would otherwise time out on the next operation)."""
+    one = create_engine(engine.url, pool_size=1, max_overflow=0, pool_timeout=1)
+    try:
+        store = EngineEventStore(one, EventStoreConfig(fetch_size=1))
+        store.append([Event("A", ["t:1"]), Event("B", ["t:1"])])
+        kept = [store.read(query) for query in (Query.all(), Query.of(tags=["t:1"]))]
+        for result in kept:
+            assert len(list(result)) == 2
+            store.append(Event("C", ["t:2"]))  # the pool's one connection is free again
+        assert [result.head.position for result in kept] == [2, 2]
     finally:
         one.dispose()
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
@@ -44,7 +44,7 @@ class SqliteRunner(Runner):
         with self._timeouts():
             return [self.rows(step) for step in steps]
 
-    def stream(self, step: Step, size: int) -> Iterator[Any]:
+    def stream(self, step: Step, size: int) -> Iterator[Rows]:
         options = {"stream_results": True, "yield_per": size}
         with self._timeouts():
             result = self.conn.execute(step.statement, step.params, execution_options=options)
@@ -55,7 +55,7 @@ class SqliteRunner(Runner):
                     page = next(pages, None)
                 if page is None:
                     break
-                yield from page
+                yield list(page)
         finally:
             try:
                 result.close()
