@@ -19,7 +19,11 @@ from typing import Any
 
 import msgspec
 
-_fast = msgspec.json.Decoder().decode
+fast_load = msgspec.json.Decoder().decode
+"""msgspec's decoder: what :func:`load_json` tries first."""
+GIVES_UP = (msgspec.DecodeError, RecursionError)
+"""What :data:`fast_load` raises on a document it cannot decode (:func:`load_json` then
+decodes it completely)."""
 _WHITESPACE = frozenset(" \t\n\r")
 _CONSTANTS = {
     "null": None,
@@ -36,8 +40,8 @@ _DIGITS_LIMIT = 4300  # sys.int_info.default_max_str_digits: int(text) refuses l
 def load_json(data: str | bytes | bytearray | memoryview) -> Any:
     """A JSON document as Python values, of any depth and size."""
     try:
-        return _fast(data)
-    except (msgspec.DecodeError, RecursionError):
+        return fast_load(data)
+    except GIVES_UP:
         pass
     text = data if isinstance(data, str) else bytes(data).decode()
     return _load_iteratively(text)

@@ -7,7 +7,6 @@ Each operation validates its input (before any SQL), builds its plan
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
@@ -248,20 +247,24 @@ class _Store:
     @observe.reading
     def _stream(
         self, query: Query, head: Head | None, backwards: bool, limit: int | None
-    ) -> Iterator[SequencedEvent | Head]:
+    ) -> Iterator[list[SequencedEvent] | Head]:
         """Runs when the read is first iterated: the first page in one statement, the rest
-        (if any) through a cursor; the events, then the head."""
+        (if any) a page per round trip; the events a page at a time, then the head."""
         with self._operation() as runner:
             plan: ReadPlan = read_plan(
-                query, head, backwards, limit, runner.dialect, self.config.fetch_size
+                query,
+                head,
+                backwards,
+                limit,
+                runner.dialect,
+                self.config.fetch_size,
+                runner.raw_events,
             )
             with runner.translated():
                 first = plan.first_page(runner.unit([plan.first], writes=False)[0])
-                rest = (
-                    runner.stream(plan.rest(first.rows[-1]), plan.page) if first.more else iter(())
-                )
+                rest = iter(()) if first.resume is None else runner.rest(plan, first.resume)
                 try:
-                    yield from plan.events(first.snapshot, itertools.chain(first.rows, rest))
+                    yield from plan.pages(first, map(plan.events, rest))
                 finally:
                     close = getattr(rest, "close", None)
                     if close is not None:

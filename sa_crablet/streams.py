@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -74,42 +75,55 @@ class ProjectionStream(Iterator[ProjectionProgress]):
 
 
 class ReadResult(Iterator[SequencedEvent]):
-    """A single-pass stream of events; ``.head`` is known once it has been consumed."""
+    """A single-pass stream of events; ``.head`` is known once it has been consumed.
 
-    def __init__(self, stream: Iterator[SequencedEvent | Head]) -> None:
-        self._stream = stream
-        self._head: Head | None = None
+    Made from ``pages``: lists of events, then the read's head (what the store's read yields;
+    nothing runs until the first event is asked for). Events are handed out from each page
+    at C speed (``itertools.chain``), with no generator to resume per event.
+    """
+
+    def __init__(self, pages: Iterator[list[SequencedEvent] | Head]) -> None:
+        self._pages = pages
+        self._end: list[Head] = []  # the head, once the pages are through
         self._closed = False
+        self._events = itertools.chain.from_iterable(_until_head(pages, self._end))
 
     def __iter__(self) -> ReadResult:
         return self
 
     def __next__(self) -> SequencedEvent:
-        if self._head is not None:
-            raise StopIteration
         try:
-            item = next(self._stream)
+            return next(self._events)
         except CrabletError as error:  # free until raised: a timeout is logged
             observe.read_failed(error)
             raise
-        if isinstance(item, Head):
-            self._head = item
-            # Let the read finish now, not when this result is collected: it gives back
-            # what it holds (an engine-owned store's pooled connection, say).
-            next(self._stream, None)
-            raise StopIteration
-        return item
 
     def close(self) -> None:
         """Stop early and release the cursor."""
-        self._closed = self._head is None
-        close = getattr(self._stream, "close", None)
+        self._closed = not self._end
+        close = getattr(self._pages, "close", None)
         if close is not None:
             close()
 
     @property
     def head(self) -> Head:
         """What this read covered; pass it as ``after``. Available after full consumption."""
-        if self._head is None:
+        if not self._end:
             raise ReadNotFinishedError(closed=self._closed)
-        return self._head
+        return self._end[0]
+
+
+def _until_head(
+    pages: Iterator[list[SequencedEvent] | Head], end: list[Head]
+) -> Iterator[list[SequencedEvent]]:
+    """The pages; the head that follows them goes into ``end``, and the read is then let
+    finish, so what it holds (an engine-owned store's connection) is released at once, not
+    when the result is dropped. (A function of its own, not a method: a generator holding
+    the result would keep it alive in a reference cycle, and a dropped read would release
+    its cursor only when the garbage collector runs.)"""
+    for page in pages:
+        if isinstance(page, Head):
+            end.append(page)
+            next(pages, None)
+            return
+        yield page

@@ -149,7 +149,7 @@ def test_streaming_memory_check_has_teeth(
         ) -> ReadResult:
             result = super().read(query, after=after, backwards=backwards, limit=limit)
             everything = list(result)  # what a non-streaming read would do
-            return ReadResult(iter([*everything, result.head]))
+            return ReadResult(iter([everything, result.head]))
 
     monkeypatch.setattr(streaming, "EventStore", HoardingStore)
     argv = ["--events", "10000", "--memory-limit-mb", "4"]

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import ClauseElement, Engine, Executable, create_engine, pool, text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -27,6 +28,7 @@ from sa_crablet import (
     Query,
     QueryItem,
 )
+from sa_crablet._plans.reads import read_plan
 from sa_crablet.migrate import upgrade
 from sa_crablet.query import Snapshot
 from sa_crablet.schema import (
@@ -152,6 +154,32 @@ def test_type_reads_use_the_type_index(filled: Engine, case: str) -> None:
     plan = plan_of(filled, TYPE_READS[case])
     assert_no_seq_scan(plan)
     assert IX_EVENTS_TYPE in indexes_used(plan), json.dumps(plan, indent=1)
+
+
+@pytest.mark.parametrize("backwards", [False, True], ids=["forwards", "backwards"])
+def test_pages_by_position_walk_the_primary_key_whatever_the_values(
+    filled: Engine, backwards: bool
+) -> None:
+    """A long read of every event with no transaction open pages by position, through a
+    prepared statement: even its generic plan (which PostgreSQL may switch to after five
+    runs) walks the primary key from the resume position and stops at the page's end."""
+    step = read_plan(Query.all(), None, backwards, None, POSTGRESQL, 1000).next_page(0, 1000)
+    assert step is not None and step.prepare
+    dialect = postgresql.psycopg.dialect(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
+    sql = str(step.statement.compile(dialect=dialect))
+    with filled.connect() as conn:
+        conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
+        conn.exec_driver_sql(f"PREPARE page(bigint, bigint) AS {sql}")
+        resume = EVENT_COUNT if backwards else 0
+        document = conn.exec_driver_sql(
+            f"EXPLAIN (FORMAT JSON) EXECUTE page({resume}, 1000)"
+        ).scalar_one()
+        conn.rollback()
+    plan = (json.loads(document) if isinstance(document, str) else document)[0]["Plan"]
+    assert plan["Node Type"] == "Limit", json.dumps(plan, indent=1)
+    assert_no_seq_scan(plan)
+    assert indexes_used(plan) == {f"pk_{EVENTS_TABLE}"}, json.dumps(plan, indent=1)
+    assert not [n for n in nodes(plan) if n["Node Type"] == "Sort"], json.dumps(plan, indent=1)
 
 
 def current_head(engine: Engine) -> Head:

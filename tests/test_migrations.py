@@ -44,7 +44,15 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 import sa_crablet
-from sa_crablet import AppendOnlyError, Event, EventStore, Query, create_sqlite_engine
+from sa_crablet import (
+    AppendOnlyError,
+    EngineEventStore,
+    Event,
+    EventStore,
+    EventStoreConfig,
+    Query,
+    create_sqlite_engine,
+)
 from sa_crablet._errors import translate
 from sa_crablet.migrate import autogenerate_filter
 from sa_crablet.schema import (
@@ -446,6 +454,34 @@ def test_exact_payloads_revision_keeps_what_is_stored(fresh_url: str) -> None:
             expected = JSONB if conn.dialect.name == "postgresql" else JSON
             assert isinstance(types["data"], expected) and isinstance(types["metadata"], expected)
             assert conn.execute(text(f"SELECT count(*) FROM {EVENTS_TABLE}")).scalar() == 2
+
+
+@pytest.mark.postgresql_only
+def test_a_store_not_yet_at_exact_payloads_reads_its_jsonb_payloads(fresh_url: str) -> None:
+    """Before ``0005_exact_payloads`` the payloads are ``jsonb``, whose binary form (a read's
+    format on the direct path) is a version byte and the text: every way a read travels
+    decodes them alike (a first page, a cursor's pages, pages by position, Core)."""
+    with engine_for(fresh_url) as engine:
+        sa_crablet.upgrade(engine, "0004_append_only_guard")
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    f"INSERT INTO {EVENTS_TABLE} (type, tags, data, metadata) "
+                    "SELECT 'A', ARRAY['t:1'], jsonb_build_object('i', i), "
+                    "CASE WHEN i % 2 = 0 THEN jsonb_build_array(i, 'x') END "
+                    "FROM generate_series(1, 5) AS i"
+                )
+            )
+        expected = [({"i": i}, [i, "x"] if i % 2 == 0 else None) for i in range(1, 6)]
+        configs = [EventStoreConfig(fetch_size=size) for size in (10, 2)]
+        with Session(engine) as session:
+            for config in [*configs, EventStoreConfig(fetch_size=2, direct_execution=False)]:
+                for query in (Query.all(), Query.of(tags=["t:1"])):
+                    read = EventStore(session, config).read(query)
+                    assert [(e.data, e.metadata) for e in read] == expected
+        for config in configs:
+            read = EngineEventStore(engine, config).read(Query.all())
+            assert [(e.data, e.metadata) for e in read] == expected
 
 
 # -- 3. the repository's alembic.ini --------------------------------------------------------------

@@ -12,6 +12,7 @@ import logging
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -28,6 +29,7 @@ from sa_crablet import (
     Command,
     CommandExecutor,
     ConcurrencyError,
+    EngineEventStore,
     Event,
     EventStore,
     EventStoreConfig,
@@ -36,8 +38,9 @@ from sa_crablet import (
 )
 from sa_crablet._runners.choose import DIALECT_EVENTS, STATEMENT_EVENTS
 from sa_crablet.projectors import counter
+from sa_crablet.schema import EVENTS_TABLE
 from tests.conftest import clean_postgres
-from tests.wire import Wire, wire
+from tests.wire import Wire, wire, wire_of
 
 pytestmark = pytest.mark.postgresql_only
 
@@ -142,6 +145,92 @@ def test_a_long_read_pages_through_the_stores_own_cursor(engine: Engine) -> None
     assert len(declared) == 1 and "WITHOUT HOLD" in declared[0]
     assert sum(sql.startswith("FETCH FORWARD 2 FROM sa_crablet_cursor_0") for sql in sent.sent) == 2
     assert sent.sent[-1] == "CLOSE sa_crablet_cursor_0"
+
+
+def test_the_psycopg_runner_reads_events_in_binary_format(engine: Engine) -> None:
+    """A read's statements (its first page, each FETCH) ask for every column in binary
+    (positions, tags and times decode several times faster); the rest of the store's
+    statements keep text. Core reads in text."""
+    with Session(engine) as session, session.begin():
+        EventStore(session).append([Event("E", ["page"], {"i": i}) for i in range(5)])
+        for config, binary in ((DIRECT, True), (CORE, False)):
+            store = EventStore(session, replace(config, fetch_size=2))
+            with wire(session) as sent:
+                events = list(store.read(Query.of(tags=["page"])))
+                assert store.command("none") is None
+            assert [e.data for e in events] == [{"i": i} for i in range(5)]
+            if not binary:
+                assert not any(binary for _, binary in sent.executed), sent.executed
+                continue
+            reads = [binary for sql, binary in sent.executed if "pg_current_snapshot" in sql]
+            fetches = [binary for sql, binary in sent.executed if sql.startswith("FETCH")]
+            assert reads == [True] and fetches == [True, True], sent.executed
+            assert not sent.executed[-1][1]  # the command log's look-up (prepared): text
+        session.rollback()
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Etc/UTC", "Europe/Paris", "America/St_Johns"])
+def test_times_come_in_the_sessions_zone_as_psycopg_gives_them(engine: Engine, zone: str) -> None:
+    """Times read in binary format (direct) are the same values as in text (Core), in the
+    session's time zone, zone object included."""
+    with Session(engine) as session, session.begin():
+        EventStore(session).append([Event("E", ["t:1"]) for _ in range(3)])
+        session.execute(text(f"SET LOCAL TIME ZONE '{zone}'"))
+        times = {}
+        for config in (DIRECT, CORE):
+            for size in (1000, 1):  # a first page, and a cursor's pages
+                read = EventStore(session, replace(config, fetch_size=size)).read(Query.all())
+                times[config.direct_execution, size] = [e.recorded_at for e in read]
+        own = session.execute(text(f"SELECT recorded_at FROM {EVENTS_TABLE} ORDER BY 1"))
+        expected = list(own.scalars())
+    assert str(expected[0].tzinfo) == zone
+    for found in times.values():
+        assert found == expected
+        assert [(t.tzinfo, t.utcoffset(), t.fold) for t in found] == [
+            (t.tzinfo, t.utcoffset(), t.fold) for t in expected
+        ]
+
+
+PAGE = "SELECT sa_crablet_events.position, "
+
+
+def test_a_long_read_of_every_event_with_no_transaction_open_pages_by_position(
+    engine: Engine,
+) -> None:
+    """On a connection with no transaction open a cursor must be held (``WITH HOLD``),
+    which has PostgreSQL store the whole result before the first page: a read of every
+    event pages by position instead, each page a prepared statement of its own (in
+    binary). The same events and head as through a cursor; a query still uses one, and
+    so does Core."""
+    with Session(engine) as session, session.begin():
+        EventStore(session).append([Event("E", ["page"], {"i": i}) for i in range(7)])
+    config = EventStoreConfig(fetch_size=3)
+    store = EngineEventStore(create_engine(engine.url, pool_size=1), config)
+    try:
+        for kwargs in ({}, {"limit": 5}, {"limit": 6}, {"after": 2}, {"backwards": True}):
+            store.engine.dispose()  # a new connection: its statements are prepared anew
+            with store.engine.connect() as conn:
+                raw = conn.connection.driver_connection
+            with wire_of(raw) as sent:
+                paged = store.read(Query.all(), **kwargs)
+                events = list(paged)
+            with Session(engine) as session:  # through a cursor, in a transaction
+                cursor = EventStore(session, config).read(Query.all(), **kwargs)
+                assert events == list(cursor)
+                assert paged.head.position == cursor.head.position
+                assert paged.head.snapshot is not None
+            assert not [sql for sql in sent.sent if "DECLARE" in sql], sent.sent
+            pages = [binary for sql, binary in sent.executed if sql.startswith(PAGE)]
+            if not kwargs.get("backwards"):  # two events per page after the first
+                assert pages == [True] * -(-(len(events) - 3) // 3), sent.executed
+        core = EngineEventStore(store.engine, replace(config, direct_execution=False))
+        for other, query in ((store, Query.of(tags=["page"])), (core, Query.all())):
+            with wire_of(raw) as sent:
+                assert len(list(other.read(query))) == 7
+            (declared,) = [sql for sql in sent.sent if sql.startswith("DECLARE")]
+            assert "WITH HOLD" in declared
+    finally:
+        store.engine.dispose()
 
 
 def _statement_listener(name: str) -> Callable[..., Any]:

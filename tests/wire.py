@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,6 +51,27 @@ class Wire:
         return found
 
     @property
+    def executed(self) -> list[tuple[str, bool]]:
+        """Each statement of the extended protocol as it ran: its SQL (from the ``Parse`` it
+        was bound to, a prepared one's too) and whether its ``Bind`` asked for its result
+        in binary format (every column)."""
+        parsed: dict[str, str] = {}
+        found = []
+        for message in self.lines:
+            parts = message.split("\t", 3)
+            if len(parts) != 4 or parts[0] != "F":
+                continue
+            if parts[2] == "Parse":
+                name, sql = shlex.split(parts[3])[:2]
+                parsed[name] = sql
+            elif parts[2] == "Bind":
+                fields = shlex.split(parts[3])
+                sql = parsed.get(fields[1], f"<{fields[1]}, prepared before the trace>")
+                codes = _result_formats(fields[2:])
+                found.append((sql, bool(codes) and set(codes) == {1}))
+        return found
+
+    @property
     def round_trips(self) -> int:
         """Requests answered: each simple query, and each extended-protocol Sync."""
         return sum(1 for line in self.lines if line.startswith("B\t") and "ReadyForQuery" in line)
@@ -57,6 +79,17 @@ class Wire:
     def clear(self) -> None:
         self.path.write_text("")
         self.lines = []
+
+
+def _result_formats(fields: list[str]) -> list[int]:
+    """The result format codes at the end of a traced ``Bind``: after the parameters'
+    format codes, then the parameters (each a length and, unless NULL (-1), a value)."""
+    formats = int(fields[0])
+    index = 1 + formats
+    for _ in range(int(fields[index])):
+        index += 1 if fields[index + 1] == "-1" else 2
+    index += 1
+    return [int(code) for code in fields[index + 1 : index + 1 + int(fields[index])]]
 
 
 @contextmanager

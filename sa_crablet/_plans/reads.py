@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import operator
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -11,7 +13,7 @@ from sqlalchemy import BigInteger, Select, String, bindparam, cast, func, select
 
 from sa_crablet._clauses import EVENT_COLUMNS
 from sa_crablet._plans.conditions import after_clause, by_position, query_clause
-from sa_crablet._plans.rows import to_event
+from sa_crablet._plans.rows import events_of
 from sa_crablet._plans.shapes import HeadShape, QueryShape, Scope
 from sa_crablet._plans.steps import Rows, Step
 from sa_crablet.events import SequencedEvent
@@ -66,20 +68,24 @@ def read_statement(
 
 @dataclass(frozen=True, slots=True)
 class FirstPage:
-    """The first page's rows (events' columns only), the snapshot the statement took
-    (PostgreSQL), and whether more rows follow."""
+    """The first page's events, the snapshot its statement took (PostgreSQL), and, when
+    more rows follow, the position of its last event, after which the rest resumes."""
 
-    rows: Rows
+    events: list[SequencedEvent]
     snapshot: Snapshot | None
-    more: bool
+    resume: int | None
 
 
 @dataclass(frozen=True, slots=True)
 class ReadPlan:
     """A read: its first page is one plain statement with ``LIMIT page + 1``, which is all
-    most reads need; a longer one goes on through a cursor (:meth:`rest`), resuming after
-    the last event delivered. Its head keeps the first page's snapshot: later pages can
-    only add events it treats as unseen (a conservative head, never a gap)."""
+    most reads need; a longer one goes on after the last event delivered, through a cursor
+    (:meth:`rest`) or, where each page is a range of the primary key, by statements of their
+    own (:meth:`next_page`). Its head keeps the first page's snapshot: later pages can only
+    add events it treats as unseen (a conservative head, never a gap).
+
+    ``raw``: the runner returns the rows of its steps with ``events`` with their payloads
+    undecoded (see :attr:`sa_crablet._runners.base.Runner.raw_events`)."""
 
     dialect: str
     scope: Scope
@@ -87,6 +93,7 @@ class ReadPlan:
     backwards: bool
     limit: int | None
     page: int
+    raw: bool = False
 
     @property
     def paged(self) -> bool:
@@ -99,19 +106,26 @@ class ReadPlan:
         statement = read_statement(
             self.dialect, self.scope.query, self.scope.head, self.backwards, True
         )
-        return Step(statement, self.scope.params | {"limit": limit})
+        return Step(statement, self.scope.params | {"limit": limit}, events=True)
 
     def first_page(self, rows: Rows) -> FirstPage:
         snapshot = None
+        skip = 0
         if self.dialect == POSTGRESQL:
             snapshot = Snapshot.parse(rows[0][0], rows[0][1])
-            rows = [row[2:] for row in rows if row[2] is not None]
-        more = self.paged and len(rows) > self.page
-        return FirstPage(rows[: self.page] if more else rows, snapshot, more)
+            if rows[0][2] is None:  # no event: the snapshot's row alone
+                return FirstPage([], snapshot, None)
+            skip = 2
+        resume = None
+        if self.paged and len(rows) > self.page:
+            rows = rows[: self.page]
+            resume = rows[-1][skip]
+        return FirstPage(events_of(rows, skip, self.raw), snapshot, resume)
 
-    def rest(self, last: Any) -> Step:
-        """The events after the first page, whose last row was ``last``."""
-        params = self.scope.params | {"resume": last[0]}
+    def rest(self, last: int) -> Step:
+        """The events after the first page, whose last event was at position ``last``
+        (through a cursor: rows are fetched from it in pages)."""
+        params = self.scope.params | {"resume": last}
         if self.limit is not None:
             params["limit"] = self.limit - self.page
         statement = read_statement(
@@ -124,32 +138,81 @@ class ReadPlan:
         )
         return Step(statement, params)
 
-    def events(
-        self, snapshot: Snapshot | None, rows: Iterator[Any]
-    ) -> Iterator[SequencedEvent | Head]:
-        """The events of ``rows``, checked to be in position order, then the head."""
+    def by_position(self, last: int) -> bool:
+        """Whether the pages after position ``last`` are ranges of the primary key, so each
+        can be a statement of its own (:meth:`next_page`): in a read of every event, from
+        the start or once past its head's position (every later position is then past it,
+        so the head's clause holds for all of them). Any other read needs a cursor: a
+        query's pages are no index range, and each statement would collect and sort all of
+        the query's events again."""
+        if self.scope.query.items is not None:
+            return False
+        return self.head is None or (not self.backwards and last >= self.head.position)
+
+    def next_page(self, last: int, delivered: int) -> Step | None:
+        """The page after position ``last`` (see :meth:`by_position`), ``delivered``
+        events into the read; ``None`` once its limit is reached."""
+        count = self.page if self.limit is None else min(self.page, self.limit - delivered)
+        if count < 1:
+            return None
+        statement = read_statement(self.dialect, _ALL, None, self.backwards, True, True)
+        # Prepared: its best plan (the primary key from ``resume``) holds for any values.
+        return Step(statement, {"resume": last, "limit": count}, prepare=True, events=True)
+
+    def events(self, rows: Rows) -> list[SequencedEvent]:
+        """The events of a later page's rows."""
+        return events_of(rows, 0, self.raw)
+
+    def pages(
+        self, first: FirstPage, rest: Iterator[list[SequencedEvent]]
+    ) -> Iterator[list[SequencedEvent] | Head]:
+        """The first page's events and the rest's, each page checked to be in position
+        order, then the head."""
         count = 0
         edge: int | None = None  # last position (forwards) / first position (backwards)
-        for values in rows:
-            event = to_event(values)
-            position = event.position
-            if edge is not None and (position < edge) != self.backwards:
-                raise CrabletError(
-                    f"a read returned events out of position order ({position} after {edge}): "
-                    "the database did not return what the store asked for, so the read was "
-                    "stopped; check for a damaged index (REINDEX) and report it to sa_crablet"
-                )
-            count += 1
-            if edge is None or not self.backwards:
-                edge = position
-            yield event
-        yield next_head(self.head, snapshot, edge, count, self.backwards, self.limit)
+        for page in itertools.chain((first.events,), rest):
+            if not page:
+                continue
+            edge = self._in_order(page, edge)
+            count += len(page)
+            yield page
+        yield next_head(self.head, first.snapshot, edge, count, self.backwards, self.limit)
+
+    def _in_order(self, events: list[SequencedEvent], edge: int | None) -> int:
+        """The new edge after ``events``; an error if one is out of position order (at C
+        speed: a page is checked as a whole)."""
+        positions: list[int] = list(map(_POSITION, events))
+        if self.backwards:  # every event is below the read's first one
+            if edge is None:
+                edge, positions = positions[0], positions[1:]
+            if positions and max(positions) >= edge:
+                raise CrabletError(_OUT_OF_ORDER)
+            return edge
+        previous = itertools.chain((positions[0] if edge is None else edge,), positions)
+        if not all(map(operator.le, previous, positions)):
+            raise CrabletError(_OUT_OF_ORDER)
+        return positions[-1]
+
+
+_ALL = QueryShape(None)
+_POSITION = operator.attrgetter("position")
+_OUT_OF_ORDER = (
+    "a read returned events out of position order: the database did not return what the "
+    "store asked for, so the read was stopped; check for a damaged index (REINDEX) and "
+    "report it to sa_crablet"
+)
 
 
 def read_plan(
-    query: Query, head: Head | None, backwards: bool, limit: int | None, dialect: str, page: int
+    query: Query,
+    head: Head | None,
+    backwards: bool,
+    limit: int | None,
+    dialect: str,
+    page: int,
+    raw: bool = False,
 ) -> ReadPlan:
-    return ReadPlan(dialect, Scope.of(query, head, dialect), head, backwards, limit, page)
+    return ReadPlan(dialect, Scope.of(query, head, dialect), head, backwards, limit, page, raw)
 
 
 def next_head(

@@ -16,11 +16,14 @@ Rows = list[Any]
 class Step:
     """One statement and its parameters. ``prepare``: the driver may prepare it, because
     its plan does not depend on the values; otherwise PostgreSQL plans it for its actual
-    values every time (a conflict check, a LIMITed read)."""
+    values every time (a conflict check, a LIMITed read). ``events``: its rows are events
+    (their columns last, ``EVENT_COLUMNS``), which a runner may return in a faster form of
+    its own (see ``Runner.raw_events``)."""
 
     statement: Any
     params: Mapping[str, Any] = field(default_factory=dict)
     prepare: bool = False
+    events: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,7 +45,7 @@ class SqliteRunner(Runner):
         with self._timeouts():
             return [self.rows(step) for step in steps]
 
-    def stream(self, step: Step, size: int) -> Iterator[Any]:
+    def stream(self, step: Step, size: int) -> Iterator[Rows]:
         options = {"stream_results": True, "yield_per": size}
         with self._timeouts():
             result = self.conn.execute(step.statement, step.params, execution_options=options)
@@ -56,7 +56,7 @@ class SqliteRunner(Runner):
                     page = next(pages, None)
                 if page is None:
                     break
-                yield from page
+                yield list(page)
         finally:
             try:
                 result.close()
