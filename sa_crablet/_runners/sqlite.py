@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
