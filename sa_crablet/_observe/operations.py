@@ -221,8 +221,8 @@ Stream = Generator[Any, None, None]
 
 
 def reading(fn: F) -> F:
-    """``_Store._stream`` (a read's events, then its head), observed from its first step to
-    its end or close, if something listens; otherwise handed back as it is."""
+    """``_Store._stream`` (a read's pages of events, then its head), observed from its first
+    step to its end or close, if something listens; otherwise handed back as it is."""
 
     @functools.wraps(fn)
     def stream(
@@ -271,7 +271,7 @@ def _observed_read(store: Any, inner: Stream, telemetry: Any, facts: Facts) -> S
                 ended = True
                 op.finish(None)
             else:
-                count += 1
+                count += len(item)  # a page of events
             yield item
     except GeneratorExit:  # closed early: not a failure
         raise
