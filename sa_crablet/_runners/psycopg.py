@@ -224,11 +224,18 @@ def _cursor(raw: Any, conn: Connection, client: bool = False, events: bool = Fal
     text) with payloads undecoded (see :attr:`PsycopgRunner.raw_events`). Made once per
     connection and kind and kept in its ``info`` (a cursor copies the connection's adapters
     when it is made: the host's later changes to them do not reach the store's reads, which
-    read only the standard types and ``json``)."""
-    cached: dict[tuple[bool, bool], tuple[Any, Any]] = conn.info.setdefault(_CURSOR_KEY, {})
+    read only the standard types and ``json``).
+
+    A kept cursor also keeps the loaders it made, and psycopg's time loaders read the
+    session's ``TimeZone`` (and, in text, its ``DateStyle``) when they are made: a cursor is
+    kept for the settings it was made under only, or a ``SET TIME ZONE`` (a host's ``SET
+    LOCAL``, a transaction that ends) would leave the store's times in the previous zone."""
+    cached: dict[tuple[bool, bool], tuple[Any, Any, Any]] = conn.info.setdefault(_CURSOR_KEY, {})
+    pgconn = raw.pgconn
+    settings = (pgconn.parameter_status(b"TimeZone"), pgconn.parameter_status(b"DateStyle"))
     found = cached.get((client, events))
-    if found is not None and found[0] is raw and not found[1].closed:
-        return found[1]
+    if found is not None and found[:2] == (raw, settings) and not found[2].closed:
+        return found[2]
     if client:
         kind = psycopg.AsyncClientCursor if isinstance(raw, psycopg.AsyncConnection) else None
         cursor = (kind or psycopg.ClientCursor)(raw)
@@ -241,7 +248,7 @@ def _cursor(raw: Any, conn: Connection, client: bool = False, events: bool = Fal
         else:
             for name in _JSON_TYPES:
                 cursor.adapters.register_loader(name, _JsonLoader)
-    cached[(client, events)] = (raw, cursor)
+    cached[(client, events)] = (raw, settings, cursor)
     return cursor
 
 
